@@ -1,0 +1,222 @@
+"""The ``ccoptout-xl`` command line: a thin front end over :mod:`ccoptout_xl.query`.
+
+Exit codes: 0 done; 2 bad input; 3 API or network failure; 4 not signed in or not allowed; 5 daily quota used
+up; 6 the output file could not be written; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from typing import NoReturn, TextIO
+
+from . import __version__
+from .client import Client
+from .dates import DATE_FORMS, parse_when, resolve_timezone
+from .exceptions import CcOptOutError, UsageError
+from .files import atomic_output
+from .formats import FORMATS, write_optouts
+from .query import OptOutQuery, QueryResult, find_optouts
+
+DEMO_CONTACTS = 20_000
+DEMO_SEED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad input is one line on stderr (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ccoptout-xl", description="Constant Contact opt-outs, into Excel.")
+    parser.add_argument("--version", action="version", version=f"ccoptout-xl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log API calls and show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="list who opted out",
+        description="List who opted out, newest first. Dates: " + DATE_FORMS + ". A date without a time is "
+        "midnight in --tz; --since is inclusive, --until exclusive.",
+    )
+    add_query_options(fetch)
+    fetch.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    fetch.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    fetch.add_argument("--raw", action="store_true", help="CSV: do not neutralise cells Excel would run as formulas")
+    fetch.set_defaults(run=run_fetch)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run a local imitation of the Constant Contact API",
+        description="Serve a deterministic synthetic account on this computer, for trying things out and tests.",
+    )
+    sandbox.add_argument("--port", type=int, default=8800, help="TCP port on 127.0.0.1 (default: 8800, 0 = any)")
+    sandbox.add_argument("--contacts", type=_positive_int, default=100_000, help="contacts in the account")
+    sandbox.add_argument("--seed", type=int, default=1, help="seed of the synthetic account (default: 1)")
+    sandbox.add_argument("--rate-limit", type=float, default=4.0, help="requests per second before 429 (default 4)")
+    sandbox.add_argument("--daily-quota", type=_positive_int, default=10_000, help="requests per UTC day")
+    sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    sandbox.set_defaults(run=run_sandbox)
+    return parser
+
+
+def add_query_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose which opt-outs (shared by every command that fetches them)."""
+    parser.add_argument("--since", metavar="DATE", help="opted out at or after DATE")
+    parser.add_argument("--until", metavar="DATE", help="opted out before DATE")
+    parser.add_argument("--latest", metavar="N", type=_positive_int, help="only the N most recent opt-outs")
+    parser.add_argument("--include-deleted", action="store_true", help="include deleted contacts")
+    parser.add_argument(
+        "--tz", metavar="ZONE", help="time zone for dates, e.g. Europe/Paris (default: this computer's)"
+    )
+    parser.add_argument("--dayfirst", action="store_true", help="read 1/5/2026 as 1 May, not 5 January")
+    parser.add_argument("--demo", action="store_true", help="use the built-in sandbox account instead of the API")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def query_from_args(args: argparse.Namespace) -> tuple[OptOutQuery, dt.tzinfo]:
+    """The :class:`OptOutQuery` and time zone that the query options describe."""
+    zone = resolve_timezone(args.tz)
+    since = parse_when(args.since, zone, dayfirst=args.dayfirst, what="--since date") if args.since else None
+    until = parse_when(args.until, zone, dayfirst=args.dayfirst, what="--until date") if args.until else None
+    query = OptOutQuery(since=since, until=until, latest=args.latest, include_deleted=args.include_deleted)
+    return query, zone
+
+
+@contextlib.contextmanager
+def open_client(args: argparse.Namespace) -> Iterator[Client]:
+    """The API client the options ask for: the real API (environment), or an in-process sandbox (``--demo``)."""
+    if not args.demo:
+        with Client.from_environment() as client:
+            yield client
+        return
+    from .auth import StaticToken
+    from .http_client import HTTPClient
+    from .sandbox import AccountSpec, Sandbox
+
+    with (
+        Sandbox(AccountSpec(contacts=DEMO_CONTACTS, seed=DEMO_SEED)) as sandbox,
+        Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token))) as client,
+    ):
+        yield client
+
+
+def run_query(args: argparse.Namespace, client: Client, query: OptOutQuery) -> QueryResult:
+    """Run ``query`` with a progress bar on a terminal and notices on stderr."""
+    with _progress_bar(client) as on_progress:
+        return find_optouts(client, query, on_progress=on_progress, on_notice=_notice)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    query, zone = query_from_args(args)
+    with open_client(args) as client:
+        result = run_query(args, client, query)
+        try:
+            if args.output:
+                with atomic_output(args.output, newline="" if args.format == "csv" else None, encoding="utf-8") as out:
+                    count = write_optouts(result, out, args.format, zone, raw=args.raw)
+                print(
+                    f"Wrote {count:,} opt-out{'s' * (count != 1)} to {args.output} ({result.calls} API calls).",
+                    file=sys.stderr,
+                )
+            else:
+                write_optouts(result, sys.stdout, args.format, zone, raw=args.raw)
+        finally:
+            result.close()
+    return 0
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import AccountSpec, Sandbox
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, not {args.port}.")
+    spec = AccountSpec(contacts=args.contacts, seed=args.seed)
+    print(f"Preparing a sandbox account of {args.contacts:,} contacts (seed {args.seed})...", file=sys.stderr)
+    sandbox = Sandbox(
+        spec,
+        port=args.port,
+        rate_limit=args.rate_limit or None,
+        daily_quota=args.daily_quota,
+        latency=args.latency,
+    )
+    try:
+        sandbox.start()
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}; try another --port."
+        ) from None
+    print(f"Sandbox API: {sandbox.base_url}")
+    print(f"Token:       {sandbox.token}")
+    print(
+        f"Try:  CCOPTOUT_API_URL={sandbox.base_url} CCOPTOUT_ACCESS_TOKEN={sandbox.token} ccoptout-xl fetch --latest 20"
+    )
+    print("Press Ctrl+C to stop.", file=sys.stderr, flush=True)
+    try:
+        sandbox.serve_forever()
+    finally:
+        sandbox.stop()
+    return 0
+
+
+def _notice(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _progress_bar(client: Client, stream: TextIO | None = None) -> Iterator[object]:
+    """A tqdm bar of contacts read (and pages) on a terminal; nothing when stderr is redirected."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(file=stream, unit=" contacts", leave=False, dynamic_ncols=True) as bar:
+
+        def update(fetched: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.set_postfix_str(f"{client.stats.pages} pages", refresh=False)
+            bar.update(fetched - bar.n)
+
+        yield update
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ccoptout-xl`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    try:
+        return args.run(args)
+    except CcOptOutError as exc:
+        print(f"ccoptout-xl: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ccoptout-xl: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"ccoptout-xl: unexpected error: {exc!r}. Run again with --debug for details.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The Constant Contact V3 operations ccoptout-xl uses, with pagination that just iterates.
+
+Reference: https://developer.constantcontact.com/api_guide/contacts_get_all.html and the contract in
+``shared/cc-api/v3-contacts-subset.swagger.yaml`` (operations ``getContacts``, ``countContact``, ``getLists``,
+``getAccountById``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .auth import TokenProvider, token_from_environment
+from .exceptions import MalformedResponse
+from .http_client import HTTPClient
+
+MAX_PAGE_SIZE = 500  # the contract's maximum `limit` for GET /contacts
+
+
+@dataclass
+class Page:
+    """One page of a collection: its items, the total when the API was asked for it, and the next link."""
+
+    items: list[dict[str, Any]]
+    total: int | None = None
+    next_href: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def api_datetime(value: dt.datetime) -> str:
+    """An aware datetime as the API's ISO-8601 form, in UTC with milliseconds: ``2026-05-01T04:00:00.000Z``."""
+    if value.tzinfo is None:
+        raise ValueError("API date-times must be timezone-aware")
+    utc = value.astimezone(dt.timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+class Client:
+    """A small client for the contact endpoints of the V3 API.
+
+    >>> client = Client.from_environment()          # CCOPTOUT_API_URL, CCOPTOUT_ACCESS_TOKEN
+    >>> for contact in client.contacts(status="unsubscribed", limit=500):
+    ...     print(contact["email_address"]["address"])
+    """
+
+    def __init__(self, http: HTTPClient) -> None:
+        self.http = http
+
+    @classmethod
+    def from_environment(cls, tokens: TokenProvider | None = None, **kwargs: Any) -> Client:
+        """A client configured from the environment (see the README's "Environment variables")."""
+        return cls(HTTPClient.from_environment(tokens or token_from_environment(), **kwargs))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def stats(self):
+        return self.http.stats
+
+    # -- contacts ------------------------------------------------------------------------------------------
+
+    def contact_pages(self, **params: Any) -> Iterator[Page]:
+        """Pages of ``GET /contacts`` for the given query parameters, following ``_links.next`` verbatim.
+
+        Parameters are the contract's (``status``, ``optout_after``, ``include_count``, ``limit``...); date-time
+        values may be aware datetimes and booleans Python booleans. Stop iterating to stop fetching.
+        """
+        return self._pages("contacts", "contacts", "contacts_count", encode_params(params))
+
+    def contacts(self, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every contact matching the query parameters (see :meth:`contact_pages`)."""
+        for page in self.contact_pages(**params):
+            yield from page.items
+
+    def contact_counts(self) -> dict[str, int]:
+        """``GET /contacts/counts``: totals by consent state (``unsubscribed`` among them)."""
+        return self._object(self.http.get("contacts/counts"), "contact counts")
+
+    # -- lists and account ---------------------------------------------------------------------------------
+
+    def contact_lists(self) -> list[dict[str, Any]]:
+        """Every contact list of the account (``GET /contact_lists``)."""
+        lists: list[dict[str, Any]] = []
+        for page in self._pages("contact_lists", "lists", "lists_count", {"limit": 1000, "status": "all"}):
+            lists.extend(page.items)
+        return lists
+
+    def list_names(self) -> dict[str, str]:
+        """Map of list id to list name."""
+        return {item["list_id"]: item.get("name", "") for item in self.contact_lists() if "list_id" in item}
+
+    def account_summary(self) -> dict[str, Any]:
+        """``GET /account/summary``: the account's organisation name, time zone and owner."""
+        return self._object(self.http.get("account/summary"), "account summary")
+
+    # -- paging --------------------------------------------------------------------------------------------
+
+    def _pages(self, path: str, items_key: str, count_key: str, params: Mapping[str, Any]) -> Iterator[Page]:
+        href: str | None = path
+        query: Mapping[str, Any] | None = params
+        while href:
+            body = self._object(self.http.get(href, query), path)
+            items = body.get(items_key, [])
+            if not isinstance(items, list):
+                raise MalformedResponse(f"The API's {path} page has no list of {items_key}.")
+            next_href = (body.get("_links") or {}).get("next", {}).get("href")
+            total = body.get(count_key)
+            self.http.stats.pages += 1
+            if items_key == "contacts":
+                self.http.stats.contacts += len(items)
+            yield Page(items, total if isinstance(total, int) else None, next_href, body)
+            if next_href == href:
+                raise MalformedResponse("The API sent a next link to the same page; stopping to avoid a loop.")
+            href, query = next_href, None  # the link already carries the query: follow it as it is
+
+    @staticmethod
+    def _object(body: Any, what: str) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise MalformedResponse(f"The API's {what} response is not a JSON object.")
+        return body
+
+
+def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Query parameters as the API expects them: datetimes in ISO-8601 UTC, booleans lower case, lists as csv."""
+    encoded: dict[str, str] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            encoded[name] = "true" if value else "false"
+        elif isinstance(value, dt.datetime):
+            encoded[name] = api_datetime(value)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            encoded[name] = ",".join(str(v) for v in value)
+        else:
+            encoded[name] = str(value)
+    return encoded

@@ -1,0 +1,81 @@
+"""Reading the dates people type, in their time zone.
+
+A date without a time means midnight in the chosen time zone (``--tz``, default this computer's). ``since`` is
+inclusive and ``until`` exclusive, so ``--since 2026-05-01 --until 2026-06-01`` is exactly May.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+
+from dateutil import parser as date_parser
+from dateutil import tz as dateutil_tz
+
+from .exceptions import UsageError
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|minutes?|h|hours?|d|days?|w|weeks?)\s*(ago)?\s*$", re.IGNORECASE)
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+DATE_FORMS = "2026-05-01, 'May 1 2026', 5/1/2026, 2026-05-01T09:30, today, yesterday or 30d"
+
+
+def resolve_timezone(name: str | None) -> dt.tzinfo:
+    """The IANA zone ``name`` (``Europe/Paris``), ``UTC``, or this computer's zone when ``name`` is empty."""
+    if not name:
+        return dateutil_tz.tzlocal()
+    if name.upper() in ("UTC", "Z"):
+        return dt.timezone.utc
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"Unknown time zone {name!r}: use an IANA name such as America/New_York, Europe/Paris or UTC."
+        ) from None
+
+
+def local_midnight(day: dt.date, zone: dt.tzinfo) -> dt.datetime:
+    """Midnight starting ``day`` in ``zone``; where a DST change skips midnight, the first instant of the day."""
+    return dateutil_tz.resolve_imaginary(dt.datetime.combine(day, dt.time(), tzinfo=zone))
+
+
+def parse_when(
+    text: str, zone: dt.tzinfo, *, dayfirst: bool = False, now: dt.datetime | None = None, what: str = "date"
+) -> dt.datetime:
+    """An aware datetime for what a person typed.
+
+    Accepts ISO dates and date-times (with or without an offset), written forms (``May 1 2026``,
+    ``5/1/2026``; ``dayfirst`` reads ``1/5/2026`` as 1 May), ``today``, ``yesterday``, ``now``, and ages such
+    as ``30d``, ``2w``, ``12h`` (that long before now). Raises :class:`UsageError` naming ``what`` otherwise.
+    The result is in UTC: arithmetic on datetimes that share a zone is wall-clock arithmetic in Python,
+    which is wrong across a DST change.
+    """
+    return _parse_local(text, zone, dayfirst, now or dt.datetime.now(dt.timezone.utc), what).astimezone(dt.timezone.utc)
+
+
+def _parse_local(text: str, zone: dt.tzinfo, dayfirst: bool, now: dt.datetime, what: str) -> dt.datetime:
+    now = now.astimezone(dt.timezone.utc)
+    cleaned = text.strip()
+    word = cleaned.lower()
+    if word == "now":
+        return now
+    if word in ("today", "yesterday"):
+        days_back = 1 if word == "yesterday" else 0
+        return local_midnight(now.astimezone(zone).date() - dt.timedelta(days=days_back), zone)
+    relative = _RELATIVE.match(cleaned)
+    if relative:
+        amount, unit = int(relative.group(1)), relative.group(2).lower()
+        unit = "m" if unit.startswith("min") else unit[0]
+        return now - dt.timedelta(**{_UNITS[unit]: amount})
+    if not cleaned or not any(ch.isdigit() for ch in cleaned):
+        raise UsageError(f"Cannot read the {what} {text!r}: use {DATE_FORMS}.")
+    try:
+        default = dt.datetime.combine(now.astimezone(zone).date(), dt.time())
+        parsed = date_parser.parse(cleaned, dayfirst=dayfirst, default=default)
+    except (ValueError, OverflowError):
+        raise UsageError(f"Cannot read the {what} {text!r}: use {DATE_FORMS}.") from None
+    if parsed.tzinfo is not None:
+        return parsed
+    if parsed.time() == dt.time():
+        return local_midnight(parsed.date(), zone)
+    return dateutil_tz.resolve_imaginary(parsed.replace(tzinfo=zone))

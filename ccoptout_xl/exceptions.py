@@ -1,0 +1,66 @@
+"""Errors raised by ccoptout-xl.
+
+Every expected failure is a :class:`CcOptOutError` whose ``str()`` is one line a person can act on, and whose
+``exit_code`` is what the command line ends with. Messages never include an access token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+class CcOptOutError(Exception):
+    """Base class: an expected failure with a one-line, user-facing message."""
+
+    exit_code = 1
+
+
+class UsageError(CcOptOutError, ValueError):
+    """Bad input from the user: a date, a time zone, an option value."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The configuration is unusable (for example a plain-HTTP API address that is not loopback)."""
+
+
+class ApiError(CcOptOutError):
+    """The API answered with an error, or could not be reached after retries."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, status: int | None = None, error_key: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_key = error_key
+
+
+class BadRequest(ApiError):
+    """HTTP 400: the API rejected a parameter."""
+
+
+class MalformedResponse(ApiError):
+    """The API answered 2xx with a body that is not the JSON we expect."""
+
+
+class AuthError(ApiError):
+    """HTTP 401/403: the access token is missing, invalid, expired or lacks a scope."""
+
+    exit_code = 4
+
+
+class QuotaExceeded(ApiError):
+    """HTTP 429 ``quota_exceeded``: the daily request quota is used up until 00:00 UTC."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, reset_at: dt.datetime) -> None:
+        super().__init__(message, status=429, error_key="quota_exceeded")
+        self.reset_at = reset_at
+
+
+class OutputError(CcOptOutError):
+    """The output file could not be written or replaced; any previous file is left as it was."""
+
+    exit_code = 6

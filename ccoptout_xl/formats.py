@@ -1,0 +1,103 @@
+"""Writing opt-outs as a terminal table, CSV meant for Excel, or JSON; streaming, one row at a time.
+
+CSV cells that Excel would run as a formula (text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
+return) are neutralised with a leading apostrophe unless ``raw`` is asked for (OWASP "CSV injection"). JSON is
+never altered.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable
+from typing import TextIO
+
+from .optouts import OptOut
+
+FIELDS = (
+    "contact_id",
+    "email",
+    "first_name",
+    "last_name",
+    "opt_out_date",
+    "opt_out_source",
+    "opt_out_reason",
+)
+FORMATS = ("table", "csv", "json")
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def as_record(optout: OptOut, zone: dt.tzinfo) -> dict[str, str | None]:
+    """The JSON/CSV record of an opt-out, its date in ISO 8601 with the offset of ``zone``."""
+    return {
+        "contact_id": optout.contact_id,
+        "email": optout.email,
+        "first_name": optout.first_name,
+        "last_name": optout.last_name,
+        "opt_out_date": optout.opt_out_date.astimezone(zone).isoformat(timespec="seconds"),
+        "opt_out_source": optout.opt_out_source,
+        "opt_out_reason": optout.opt_out_reason,
+    }
+
+
+def neutralise(text: str) -> str:
+    """Text that a spreadsheet will show as text, never run as a formula."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def write_optouts(optouts: Iterable[OptOut], out: TextIO, fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
+    """Write ``optouts`` to ``out`` in ``fmt`` (``table``, ``csv`` or ``json``); return how many rows."""
+    writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[fmt]
+    return writer(optouts, out, zone, raw)
+
+
+def _write_json(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
+    count = 0
+    out.write("[")
+    for optout in optouts:
+        out.write(",\n  " if count else "\n  ")
+        out.write(json.dumps(as_record(optout, zone), ensure_ascii=False))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _write_csv(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(FIELDS)
+    count = 0
+    for optout in optouts:
+        record = as_record(optout, zone)
+        cells = ["" if record[f] is None else str(record[f]) for f in FIELDS]
+        writer.writerow(cells if raw else [neutralise(c) for c in cells])
+        count += 1
+    return count
+
+
+_TABLE_COLUMNS = (("Opted out", 25), ("Email", 34), ("Name", 24), ("Source", 7), ("Reason", 40))
+
+
+def _write_table(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
+    def line(cells: Iterable[str]) -> str:
+        return "  ".join(_fit(c, w) for c, (_, w) in zip(cells, _TABLE_COLUMNS, strict=True)).rstrip() + "\n"
+
+    out.write(line(name for name, _ in _TABLE_COLUMNS))
+    out.write(line("-" * width for _, width in _TABLE_COLUMNS))
+    count = 0
+    for o in optouts:
+        when = o.opt_out_date.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
+        name = f"{o.first_name} {o.last_name}".strip()
+        deleted = " (deleted)" if o.deleted else ""
+        out.write(line((when, o.email + deleted, name, o.opt_out_source, o.opt_out_reason or "")))
+        count += 1
+    out.write(f"{count:,} opt-out{'s' * (count != 1)}\n")
+    return count
+
+
+def _fit(text: str, width: int) -> str:
+    """Text for one table cell: control characters (terminal escapes) shown as spaces, cut to ``width``."""
+    text = _CONTROL.sub(" ", text)
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"

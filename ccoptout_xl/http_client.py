@@ -1,0 +1,301 @@
+"""HTTP transport for the Constant Contact V3 API: one session, pacing, retries, error mapping.
+
+Limits (``shared/cc-api/README.md``, "Limits and errors"): 4 requests per second and 10,000 per day per API key;
+over them the API answers 429 with ``error_key`` ``throttled`` or ``quota_exceeded``. The client paces itself
+under the per-second limit, backs off and retries on ``throttled``, stops at once on ``quota_exceeded`` (the quota
+resets at 00:00 UTC), and retries 5xx answers and dropped connections a bounded number of times with
+exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import ipaddress
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from . import __version__
+from .auth import TokenProvider
+from .exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.cc.email/v3"
+API_URL_ENV = "CCOPTOUT_API_URL"
+
+
+@dataclass
+class RetryPolicy:
+    """How hard to try before giving up. Every loop in the client is bounded by these numbers."""
+
+    attempts: int = 6  # tries per request on 5xx or a dropped connection
+    throttled_attempts: int = 8  # tries per request while the API answers 429 throttled
+    base_delay: float = 0.5  # first backoff, doubled each retry
+    max_delay: float = 20.0  # cap of one backoff
+
+    def delay(self, retry: int) -> float:
+        """Backoff before retry number ``retry`` (1-based): exponential, capped, with "equal jitter"."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass
+class CallStats:
+    """What a client has spent: HTTP calls (including retries), and what came back."""
+
+    calls: int = 0
+    retries: int = 0
+    throttled: int = 0
+    pages: int = 0
+    contacts: int = 0
+
+
+class RequestPacer:
+    """Keeps request starts under ``rate`` per second, sleeping only when the next start would break it.
+
+    A sliding window of the last ``n`` start times: request ``i`` may start once request ``i - n`` started more
+    than ``n / rate`` seconds (plus a small ``margin`` for clock and network jitter) ago. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        margin: float = 0.03,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate is not None and rate <= 0:
+            raise ConfigError(f"The request rate must be positive, not {rate}.")
+        self.rate = rate
+        self._n = max(1, int(rate)) if rate else 0
+        self._window = self._n / rate + margin if rate else 0.0
+        self._starts: collections.deque[float] = collections.deque(maxlen=self._n or None)
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def wait(self) -> float:
+        """Block until a request may start; return how long it slept."""
+        if not self.rate:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            slept = 0.0
+            if len(self._starts) == self._n:
+                ready_at = self._starts[0] + self._window
+                if ready_at > now:
+                    slept = ready_at - now
+                    self._sleep(slept)
+                    now = self._clock()
+            self._starts.append(now)
+            return slept
+
+    def hold(self, seconds: float) -> None:
+        """Push every future start back by at least ``seconds`` (after the API said we were too fast)."""
+        with self._lock:
+            resume = self._clock() + seconds - self._window
+            self._starts.extend([resume] * (self._n or 1))
+
+
+def validate_base_url(url: str) -> str:
+    """Return ``url`` without a trailing slash, or raise :class:`ConfigError` if it is unusable.
+
+    Plain HTTP would send the bearer token in clear, so it is allowed only to this computer (loopback).
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"The API address {url!r} is not an http(s) URL: use e.g. {DEFAULT_API_URL}.")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"Refusing plain-HTTP API address {url!r}: use https:// (plain HTTP is allowed only to this "
+            "computer, e.g. http://127.0.0.1:8800/v3)."
+        )
+    return url.strip().rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def next_quota_reset(now: dt.datetime | None = None) -> dt.datetime:
+    """The next 00:00 UTC, when the daily request quota starts again."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+
+
+class HTTPClient:
+    """Sends GET requests to the V3 API and returns decoded JSON, within the API's limits.
+
+    ``session`` is the seam for tests and proxies; ``tokens`` supplies the bearer token (see :mod:`.auth`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenProvider,
+        *,
+        rate: float | None = 4.0,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = validate_base_url(base_url)
+        self.tokens = tokens
+        self.pacer = RequestPacer(rate)
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.stats = CallStats()
+        self.session = session or requests.Session()
+        self.session.headers.update({"Accept": "application/json", "User-Agent": f"ccoptout-xl/{__version__}"})
+        origin = urlsplit(self.base_url)
+        self._origin = (origin.scheme, origin.netloc)
+
+    @classmethod
+    def from_environment(cls, tokens: TokenProvider, **kwargs: Any) -> HTTPClient:
+        """A client for ``CCOPTOUT_API_URL`` (default the real API)."""
+        return cls(os.environ.get(API_URL_ENV) or DEFAULT_API_URL, tokens, **kwargs)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def url(self, path_or_href: str) -> str:
+        """An absolute URL for an API path (``contacts``) or a ``_links`` href (``/v3/contacts?cursor=..``).
+
+        Hrefs are followed verbatim, resolved against the API's origin; one pointing at another origin is
+        refused so the token never leaves for a host we were not configured for.
+        """
+        if path_or_href.startswith(("/", "http://", "https://")):
+            url = urljoin(self.base_url + "/", path_or_href)
+        else:
+            url = f"{self.base_url}/{path_or_href}"
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc) != self._origin:
+            raise MalformedResponse(f"The API sent a link to another host ({parts.netloc}); not following it.")
+        return url
+
+    def get(self, path_or_href: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET and decode JSON, retrying what is worth retrying. Raises an :class:`ApiError` subclass."""
+        url = self.url(path_or_href)
+        failures = throttles = 0
+        auth_retried = False
+        while True:
+            self.pacer.wait()
+            token = self.tokens.access_token()
+            self.stats.calls += 1
+            try:
+                response = self.session.get(
+                    url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                )
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                failures += 1
+                reason = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+                self._retry_or_raise(failures, f"Could not reach the API at {self._origin[1]} ({reason})")
+                continue
+
+            status = response.status_code
+            if 200 <= status < 300:
+                return self._decode(response)
+            key, message = error_details(response)
+            if status == 401 and not auth_retried and self.tokens.token_rejected(token):
+                auth_retried = True
+                continue
+            if status in (401, 403):
+                raise AuthError(auth_message(status, message), status=status, error_key=key)
+            if status == 429 and key == "quota_exceeded":
+                raise self._quota_exceeded()
+            if status == 429:
+                throttles += 1
+                self.stats.throttled += 1
+                if throttles >= self.retry.throttled_attempts:
+                    raise ApiError(
+                        f"The API kept answering 'too many requests' after {throttles} tries; try again later.",
+                        status=429,
+                        error_key=key,
+                    )
+                delay = self.retry.delay(throttles) + 1.0
+                log.info("throttled by the API; waiting %.1f s", delay)
+                self.pacer.hold(delay)
+                self.stats.retries += 1
+                continue
+            if status >= 500:
+                failures += 1
+                self._retry_or_raise(failures, f"The API answered HTTP {status} ({message})")
+                continue
+            error = BadRequest if status == 400 else ApiError
+            raise error(f"The API rejected the request (HTTP {status}): {message}", status=status, error_key=key)
+
+    def _retry_or_raise(self, failures: int, problem: str) -> None:
+        if failures >= self.retry.attempts:
+            raise ApiError(f"{problem}; gave up after {failures} tries. Check the connection and try again.")
+        delay = self.retry.delay(failures)
+        log.info("%s; retrying in %.1f s", problem, delay)
+        self.stats.retries += 1
+        time.sleep(delay)
+
+    def _decode(self, response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise MalformedResponse(
+                f"The API sent a response that is not valid JSON (HTTP {response.status_code}, "
+                f"{len(response.content)} bytes); try again, and report it if it persists."
+            ) from None
+
+    def _quota_exceeded(self) -> QuotaExceeded:
+        reset = next_quota_reset()
+        left = reset - dt.datetime.now(dt.timezone.utc)
+        hours, minutes = divmod(int(left.total_seconds()) // 60, 60)
+        fetched = self.stats.contacts
+        return QuotaExceeded(
+            "Constant Contact's daily request quota is used up; it resets at 00:00 UTC "
+            f"({reset:%Y-%m-%d %H:%M} UTC, in {hours} h {minutes:02d} min). Fetched before stopping: "
+            f"{fetched:,} contact{'s' * (fetched != 1)} in {self.stats.pages:,} page{'s' * (self.stats.pages != 1)}.",
+            reset_at=reset,
+        )
+
+
+def error_details(response: requests.Response) -> tuple[str | None, str]:
+    """``(error_key, message)`` from any of the API's three error shapes, or the HTTP reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, list) and body and all(isinstance(item, dict) for item in body):
+        keys = [str(item.get("error_key")) for item in body if item.get("error_key")]
+        messages = [str(item.get("error_message", "")) for item in body]
+        return (keys[0] if keys else None), "; ".join(m for m in messages if m) or response.reason
+    if isinstance(body, dict):
+        if "error_key" in body or "error_message" in body:
+            return body.get("error_key"), str(body.get("error_message") or response.reason)
+        if "error" in body:  # OAuth shape
+            return str(body["error"]), str(body.get("error_description") or body["error"])
+    return None, response.reason or f"HTTP {response.status_code}"
+
+
+def auth_message(status: int, message: str) -> str:
+    if status == 403:
+        return (
+            f"The API refused access (HTTP 403: {message}): the sign-in lacks the contact_data or account_read "
+            "permission, or the app is deactivated."
+        )
+    return f"The API did not accept the access token (HTTP 401: {message}): sign in again or set a fresh token."

@@ -1,0 +1,271 @@
+"""Opt-out queries (since, until, both, latest N) in the fewest API calls.
+
+How (see ``shared/cc-api/README.md``, "Reading opt-outs"):
+
+* Date filters go to the server as ``optout_after``/``optout_before`` and are checked again here, so results
+  are right whether the server's bounds are inclusive or not. Windows sent to the server are padded by
+  :data:`PAD` on both sides for the same reason. Locally ``since`` is inclusive and ``until`` exclusive.
+* **Latest N** never scans the whole account: it asks for the whole range once (one page, with
+  ``include_count``) and, if that range is large, walks ``optout_after`` windows back from the newest end,
+  sizing each window from the density seen so far, until N opt-outs are found or the range is exhausted.
+* A server that answers 400 to the opt-out filters still gets correct results, by scanning every unsubscribed
+  contact and filtering here, after one notice.
+* Results are deduplicated by contact id and read newest first (:class:`~ccoptout_xl.optouts.OptOutSet`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .client import MAX_PAGE_SIZE, Client, Page
+from .exceptions import BadRequest, UsageError
+from .optouts import OptOut, OptOutSet
+
+log = logging.getLogger(__name__)
+
+PAD = dt.timedelta(seconds=1)
+FIRST_WINDOW = dt.timedelta(days=7)
+SHORTEST_WINDOW = dt.timedelta(minutes=1)
+MAX_NARROWING = 3  # per window
+# Constant Contact started in 1995: a window reaching back past this is the last one (and is left open).
+EARLIEST_OPT_OUT = dt.datetime(1995, 1, 1, tzinfo=dt.timezone.utc)
+# The newest end of an open range: later than any opt-out can be, even with the server's clock ahead of ours.
+CLOCK_SKEW = dt.timedelta(days=1)
+
+Progress = Callable[[int, "int | None"], None]
+Notice = Callable[[str], None]
+
+FALLBACK_NOTICE = (
+    "This Constant Contact server does not accept the optout_after/optout_before filters; reading every "
+    "unsubscribed contact instead (more calls, same results)."
+)
+
+
+@dataclass(frozen=True)
+class OptOutQuery:
+    """What to fetch: opt-outs with ``since <= opt_out_date < until``, optionally only the ``latest`` N."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    latest: int | None = None
+    include_deleted: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise UsageError(f"The {name} date must carry a time zone.")
+            if value is not None:  # UTC, so that window arithmetic is never wall-clock arithmetic
+                object.__setattr__(self, name, value.astimezone(dt.timezone.utc))
+        if self.since and self.until and self.since >= self.until:
+            raise UsageError(f"--since ({self.since.isoformat()}) must be before --until ({self.until.isoformat()}).")
+        if self.latest is not None and self.latest < 1:
+            raise UsageError(f"--latest must be a whole number of at least 1, not {self.latest}.")
+
+    @property
+    def statuses(self) -> str:
+        # Deleted contacts can keep their opt-out data; whether status=unsubscribed returns them is unverified.
+        return "unsubscribed,deleted" if self.include_deleted else "unsubscribed"
+
+    def matches(self, optout: OptOut) -> bool:
+        """The local check of every filter the server was asked to apply."""
+        if optout.deleted and not self.include_deleted:
+            return False
+        if self.since is not None and optout.opt_out_date < self.since:
+            return False
+        return self.until is None or optout.opt_out_date < self.until
+
+
+@dataclass
+class QueryResult:
+    """The opt-outs a query found, newest first, and what finding them cost."""
+
+    query: OptOutQuery
+    found: OptOutSet
+    calls: int
+    full_scan: bool = False
+    notices: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[OptOut]:
+        return self.found.newest(self.query.latest)
+
+    def __len__(self) -> int:
+        total = len(self.found)
+        return total if self.query.latest is None else min(total, self.query.latest)
+
+    def close(self) -> None:
+        self.found.close()
+
+
+class OptOutFiltersUnsupported(Exception):
+    """The server answered 400 to ``optout_after``/``optout_before`` but accepts the same query without them."""
+
+
+def find_optouts(
+    client: Client,
+    query: OptOutQuery,
+    *,
+    now: dt.datetime | None = None,
+    on_progress: Progress | None = None,
+    on_notice: Notice | None = None,
+) -> QueryResult:
+    """Run ``query`` against the API and return its opt-outs, newest first."""
+    return _Search(client, query, now, on_progress, on_notice).run()
+
+
+class _Search:
+    def __init__(
+        self,
+        client: Client,
+        query: OptOutQuery,
+        now: dt.datetime | None,
+        on_progress: Progress | None,
+        on_notice: Notice | None,
+    ) -> None:
+        self.client = client
+        self.query = query
+        self.now = now or dt.datetime.now(dt.timezone.utc)
+        self.on_progress = on_progress
+        self.on_notice = on_notice or log.warning
+        self.found = OptOutSet()
+        self.fetched = 0  # contacts read, for progress
+        self.seen: set[str] | None = None  # contact ids read, while walking windows
+        self.calls_before = client.http.stats.calls
+
+    def run(self) -> QueryResult:
+        notices: list[str] = []
+        full_scan = False
+        try:
+            if self.query.latest is None:
+                self._collect(self._pages(self.query.since, self.query.until), total_hint=True)
+            else:
+                self._walk_back(self.query.latest)
+        except OptOutFiltersUnsupported:
+            notices.append(FALLBACK_NOTICE)
+            self.on_notice(FALLBACK_NOTICE)
+            full_scan = True
+            self.found.close()
+            self.found, self.fetched, self.seen = OptOutSet(), 0, None
+            self._collect(self._pages(None, None), total_hint=True)
+        calls = self.client.http.stats.calls - self.calls_before
+        return QueryResult(self.query, self.found, calls, full_scan, notices)
+
+    # -- fetching ------------------------------------------------------------------------------------------
+
+    def _params(self, after: dt.datetime | None, before: dt.datetime | None) -> dict[str, object]:
+        params: dict[str, object] = {
+            "status": self.query.statuses,
+            "include": "list_memberships",
+            "include_count": True,
+            "limit": MAX_PAGE_SIZE,
+        }
+        if after is not None:
+            params["optout_after"] = after - PAD
+        if before is not None:
+            params["optout_before"] = before + PAD
+        return params
+
+    def _pages(self, after: dt.datetime | None, before: dt.datetime | None) -> Iterator[Page]:
+        """Pages of the opt-outs the server holds in ``[after, before)`` (padded)."""
+        params = self._params(after, before)
+        pages = self.client.contact_pages(**params)
+        try:
+            first = next(pages, None)
+        except BadRequest:
+            if after is None and before is None:
+                raise
+            # Same question without the opt-out filters: if that is accepted, the server lacks them.
+            probe = self._params(None, None) | {"limit": 1, "include_count": False}
+            next(self.client.contact_pages(**probe), None)
+            raise OptOutFiltersUnsupported from None
+        if first is not None:
+            yield first
+            yield from pages
+
+    def _collect(self, pages: Iterator[Page], *, total_hint: bool = False) -> int:
+        """Add every opt-out on ``pages`` that matches the query; return how many contacts the pages held."""
+        contacts = 0
+        total: int | None = None
+        for page in pages:
+            if total_hint and total is None:
+                total = page.total
+            contacts += len(page.items)
+            self._add(page, total)
+        return contacts
+
+    def _add(self, page: Page, total: int | None = None) -> None:
+        optouts = [o for o in map(OptOut.from_contact, page.items) if o is not None and self.query.matches(o)]
+        self.found.add_all(optouts)
+        self.fetched += len(page.items)
+        if self.seen is not None:
+            self.seen.update(str(c.get("contact_id")) for c in page.items)
+        if self.on_progress:
+            self.on_progress(self.fetched, total)
+
+    # -- latest N ------------------------------------------------------------------------------------------
+
+    def _walk_back(self, wanted: int) -> None:
+        since, until = self.query.since, self.query.until
+        pages = self._pages(since, until)
+        first = next(pages, None)
+        if first is None:
+            return
+        self._add(first)
+        total = first.total
+        pages_left = math.ceil(total / MAX_PAGE_SIZE) - 1 if total is not None else None
+        if pages_left is not None and pages_left <= math.ceil(wanted / MAX_PAGE_SIZE) + 1:
+            self._collect(pages)  # cheaper to read the whole range than to search it
+            return
+        pages.close()
+        # The first page is a sample of the range, not its newest part: start afresh from the newest end.
+        self.found.close()
+        self.found, self.seen = OptOutSet(), set()
+
+        upper = until or self.now + CLOCK_SKEW
+        span = FIRST_WINDOW
+        narrowed = 0
+        while True:
+            lower: dt.datetime | None = upper - span
+            if since is not None and lower <= since:
+                lower = since
+            elif since is None and lower < EARLIEST_OPT_OUT:
+                lower = None  # last window: everything older
+            window = self._pages(lower, upper)
+            head = next(window, None)
+            count = 0
+            if head is not None:
+                need = wanted - len(self.found)
+                if lower is not None and narrowed < MAX_NARROWING and self._too_wide(head.total, need):
+                    # Far more than needed in this window: ask for a shorter one, assuming an even spread.
+                    window.close()
+                    span = max(SHORTEST_WINDOW, span * (need * 1.2 / (head.total or 1)))
+                    narrowed += 1
+                    continue
+                count = self._collect(_chain(head, window))
+            if len(self.found) >= wanted or lower is None or lower == since:
+                return
+            if total is not None and len(self.seen) >= total:
+                return  # every opt-out in the range has been read (one arriving meanwhile may be missed)
+            need = wanted - len(self.found)
+            if count == 0:
+                span *= 8
+            else:
+                span = min(span * 16, max(span, span * need * 1.25 / count))
+            upper, narrowed = lower, 0
+
+    @staticmethod
+    def _too_wide(window_total: int | None, need: int) -> bool:
+        """Whether reading a window of ``window_total`` would cost more than narrowing it to ``need``."""
+        if window_total is None or window_total <= MAX_PAGE_SIZE:
+            return False
+        pages_left = math.ceil(window_total / MAX_PAGE_SIZE) - 1
+        return pages_left > math.ceil(need * 1.2 / MAX_PAGE_SIZE)
+
+
+def _chain(head: Page, rest: Iterator[Page]) -> Iterator[Page]:
+    yield head
+    yield from rest
