@@ -1,0 +1,15 @@
+"""A local stand-in for Constant Contact's V3 contacts API, for tests, the demo and benchmarks.
+
+    from ccoptout_xl.sandbox import AccountSpec, Fault, Sandbox
+
+    with Sandbox(AccountSpec(contacts=2000, seed=1)) as sb:
+        requests.get(f"{sb.base_url}/contacts", headers={"Authorization": f"Bearer {sb.token}"})
+
+Runtime code uses the standard library only.
+"""
+
+from .accounts import GENERATOR_VERSION, Account, AccountSpec
+from .hooks import Fault, RequestRecord
+from .server import Sandbox
+
+__all__ = ["GENERATOR_VERSION", "Account", "AccountSpec", "Fault", "RequestRecord", "Sandbox"]

@@ -1,0 +1,164 @@
+"""Test hooks: the request log and injected faults."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import overload
+
+FAULT_KINDS = ("500", "503", "drop", "slow", "malformed")
+DROPPED = 0
+"""``RequestRecord.status`` of a request whose connection was closed without an answer."""
+PENDING = -1
+"""``RequestRecord.status`` while the request is being answered."""
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the sandbox saw it. ``at`` is time.time() on arrival; query keeps the first value."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    at: float
+
+
+class RequestLog(Sequence[RequestRecord]):
+    """Thread-safe, list-like log of requests since start or the last ``clear()``; equal to a list of records."""
+
+    def __init__(self) -> None:
+        self._records: list[RequestRecord] = []
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def open(self, record: RequestRecord) -> tuple[int, int]:
+        """Log an arriving request; returns its handle: (generation, 1-based request number)."""
+        with self._lock:
+            self._records.append(record)
+            return self._generation, len(self._records)
+
+    def close(self, handle: tuple[int, int], status: int) -> None:
+        """Set the final status of a logged request (ignored if the log was cleared meanwhile)."""
+        generation, number = handle
+        with self._lock:
+            if generation == self._generation:
+                self._records[number - 1] = replace(self._records[number - 1], status=status)
+
+    def clear(self) -> None:
+        """Forget all requests; numbering restarts at 1."""
+        with self._lock:
+            self._records = []
+            self._generation += 1
+
+    def snapshot(self) -> list[RequestRecord]:
+        """A copy of the records, oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        return iter(self.snapshot())
+
+    @overload
+    def __getitem__(self, index: int) -> RequestRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[RequestRecord]: ...
+    def __getitem__(self, index: int | slice) -> RequestRecord | list[RequestRecord]:
+        with self._lock:
+            return self._records[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RequestLog):
+            other = other.snapshot()
+        if isinstance(other, list):
+            return self.snapshot() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __repr__(self) -> str:
+        return f"RequestLog({self.snapshot()!r})"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure to inject into matching requests.
+
+    A fault matches a request whose path starts with ``path_prefix`` (None: any path). It fires on
+    request number ``at_request`` (1-based, counting every request since start or reset_log) if given,
+    and with probability ``rate`` (seeded RNG) if given; with neither, on every matching request.
+    Kinds: "500"/"503" answer that status, "drop" closes the connection without an answer, "slow"
+    waits ``delay`` seconds then answers normally, "malformed" answers 200 with truncated JSON.
+    """
+
+    kind: str
+    at_request: int | None = None
+    rate: float | None = None
+    seed: int = 0
+    path_prefix: str | None = "/v3/contacts"
+    delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {self.kind!r}")
+        if self.at_request is not None and self.at_request < 1:
+            raise ValueError("at_request counts from 1")
+        if self.rate is not None and not 0.0 <= self.rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        if self.delay < 0:
+            raise ValueError("delay must be >= 0")
+
+
+@dataclass
+class _Armed:
+    fault: Fault
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.fault.seed)
+
+
+class FaultSet:
+    """The faults in force; the first one (in order added) that fires on a request wins."""
+
+    def __init__(self) -> None:
+        self._armed: list[_Armed] = []
+        self._lock = threading.Lock()
+
+    def add(self, fault: Fault) -> None:
+        """Arm a fault."""
+        with self._lock:
+            self._armed.append(_Armed(fault))
+
+    def clear(self) -> None:
+        """Disarm every fault."""
+        with self._lock:
+            self._armed = []
+
+    def __iter__(self) -> Iterator[Fault]:
+        with self._lock:
+            return iter([a.fault for a in self._armed])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._armed)
+
+    def pick(self, number: int, path: str) -> Fault | None:
+        """The fault to apply to request ``number`` on ``path``, if any."""
+        with self._lock:
+            for armed in self._armed:
+                fault = armed.fault
+                if fault.path_prefix is not None and not path.startswith(fault.path_prefix):
+                    continue
+                if fault.at_request is not None and fault.at_request != number:
+                    continue
+                if fault.rate is not None and armed.rng.random() >= fault.rate:
+                    continue
+                return fault
+        return None
