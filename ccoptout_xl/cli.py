@@ -10,8 +10,10 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
@@ -117,7 +119,7 @@ def open_client(args: argparse.Namespace) -> Iterator[Client]:
         yield client
 
 
-def run_query(args: argparse.Namespace, client: Client, query: OptOutQuery) -> QueryResult:
+def run_query(client: Client, query: OptOutQuery) -> QueryResult:
     """Run ``query`` with a progress bar on a terminal and notices on stderr."""
     with _progress_bar(client) as on_progress:
         return find_optouts(client, query, on_progress=on_progress, on_notice=_notice)
@@ -125,8 +127,9 @@ def run_query(args: argparse.Namespace, client: Client, query: OptOutQuery) -> Q
 
 def run_fetch(args: argparse.Namespace) -> int:
     query, zone = query_from_args(args)
+    check_output_folder(args.output)
     with open_client(args) as client:
-        result = run_query(args, client, query)
+        result = run_query(client, query)
         try:
             if args.output:
                 with atomic_output(args.output, newline="" if args.format == "csv" else None, encoding="utf-8") as out:
@@ -140,6 +143,12 @@ def run_fetch(args: argparse.Namespace) -> int:
         finally:
             result.close()
     return 0
+
+
+def check_output_folder(path: str | None) -> None:
+    """Fail before any API call if the output file's folder does not exist."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"Cannot write {path}: the folder {Path(path).parent} does not exist.")
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
@@ -188,7 +197,8 @@ def _progress_bar(client: Client, stream: TextIO | None = None) -> Iterator[obje
         return
     from tqdm import tqdm
 
-    with tqdm(file=stream, unit=" contacts", leave=False, dynamic_ncols=True) as bar:
+    # mininterval=0: updates come once a page (a few a second), so every one may be shown.
+    with tqdm(file=stream, unit=" contacts", leave=False, dynamic_ncols=True, mininterval=0) as bar:
 
         def update(fetched: int, total: int | None) -> None:
             if total is not None and bar.total != total:
@@ -208,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CcOptOutError as exc:
         print(f"ccoptout-xl: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("ccoptout-xl: interrupted.", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -98,6 +99,18 @@ def _write_table(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: b
 
 
 def _fit(text: str, width: int) -> str:
-    """Text for one table cell: control characters (terminal escapes) shown as spaces, cut to ``width``."""
+    """Text for one table cell, padded or cut to ``width`` terminal columns (wide CJK characters take two).
+
+    Control characters (terminal escapes) from the API are shown as spaces.
+    """
     text = _CONTROL.sub(" ", text)
-    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+    cells, used = [], 0
+    for char in text:
+        size = 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        if used + size > width:
+            while cells and used + 1 > width:  # room for the ellipsis
+                used -= 2 if unicodedata.east_asian_width(cells.pop()) in ("W", "F") else 1
+            return "".join(cells) + "…" + " " * (width - used - 1)
+        cells.append(char)
+        used += size
+    return text + " " * (width - used)

@@ -232,10 +232,12 @@ class HTTPClient:
                         status=429,
                         error_key=key,
                     )
-                delay = self.retry.delay(throttles) + 1.0
+                # The limit is per second: wait out the window, plus a growing, jittered backoff.
+                delay = 1.0 + self.retry.delay(throttles)
                 log.info("throttled by the API; waiting %.1f s", delay)
-                self.pacer.hold(delay)
+                self.pacer.hold(delay)  # other threads sharing this client wait too
                 self.stats.retries += 1
+                time.sleep(delay)
                 continue
             if status >= 500:
                 failures += 1

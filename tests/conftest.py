@@ -1,0 +1,44 @@
+"""Shared fixtures: sandboxes on 127.0.0.1 and clients pointed at them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+from ccoptout_xl.auth import StaticToken
+from ccoptout_xl.client import Client
+from ccoptout_xl.http_client import HTTPClient, RetryPolicy
+from ccoptout_xl.optouts import OptOut
+from ccoptout_xl.sandbox import AccountSpec, Sandbox
+
+# A fixed "now" for the synthetic accounts, so tests see the same data every day.
+ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
+FAST_RETRY = RetryPolicy(attempts=4, throttled_attempts=8, base_delay=0.01, max_delay=0.05)
+
+
+def make_client(sandbox: Sandbox, *, rate: float | None = None, retry: RetryPolicy = FAST_RETRY, **kwargs) -> Client:
+    """A client for ``sandbox``; unpaced and with short backoffs unless a test asks otherwise."""
+    return Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token), rate=rate, retry=retry, **kwargs))
+
+
+def truth(sandbox: Sandbox, *, include_deleted: bool = False) -> list[OptOut]:
+    """Every opt-out of the sandbox's account, newest first, read from its ground truth (not over HTTP)."""
+    found = [OptOut.from_contact(c) for c in sandbox.account.contacts()]
+    optouts = [o for o in found if o is not None and (include_deleted or not o.deleted)]
+    return sorted(optouts, key=lambda o: (-o.opt_out_date.timestamp(), o.contact_id))
+
+
+@pytest.fixture(scope="session")
+def shared_sandbox() -> Iterator[Sandbox]:
+    """A read-only 5,000-contact account without rate limits, shared by tests that only read."""
+    with Sandbox(AccountSpec(contacts=5_000, seed=1, anchor=ANCHOR), rate_limit=None, daily_quota=1_000_000) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A fresh 2,000-contact account a test may configure (limits, faults, latency)."""
+    with Sandbox(AccountSpec(contacts=2_000, seed=2, anchor=ANCHOR), rate_limit=None, daily_quota=1_000_000) as sb:
+        yield sb
