@@ -13,28 +13,44 @@ from .exceptions import OutputError
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], mode: str = "w", **open_args: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success replace ``path`` with it, on failure delete it."""
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on success it replaces ``path``, on failure it is deleted."""
     target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
+    folder = target.parent
     if not folder.is_dir():
         raise OutputError(f"Cannot write {target}: the folder {folder} does not exist.")
     try:
-        handle = tempfile.NamedTemporaryFile(
-            mode, dir=folder, prefix=f".{target.name}.", suffix=".tmp", delete=False, **open_args
-        )
+        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise OutputError(f"Cannot write in {folder}: {exc.strerror or exc}.") from None
+    os.close(descriptor)
     try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        replace_file(handle.name, target)
+        yield Path(temporary)
+        os.chmod(temporary, _mode_for(target))
+        replace_file(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(handle.name)
+            os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], mode: str = "w", **open_args: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success replace ``path`` with it, on failure delete it."""
+    with atomic_path(path) as temporary, open(temporary, mode, **open_args) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _mode_for(target: Path) -> int:
+    """The permissions the new file should have: those of the file it replaces, else the usual (0666 - umask)."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def replace_file(source: str | os.PathLike[str], target: Path) -> None:
