@@ -23,9 +23,11 @@ from .exceptions import CcOptOutError, UsageError
 from .files import atomic_output
 from .formats import FORMATS, write_optouts
 from .query import OptOutQuery, QueryResult, find_optouts
+from .report import build_report
 
 DEMO_CONTACTS = 20_000
 DEMO_SEED = 1
+DEMO_REPORT = "optouts-demo.xlsx"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     fetch.add_argument("--raw", action="store_true", help="CSV: do not neutralise cells Excel would run as formulas")
     fetch.set_defaults(run=run_fetch)
+
+    report = commands.add_parser(
+        "report",
+        help="write an Excel report (.xlsx) of who opted out",
+        description="Write a standalone .xlsx report: the opt-outs as an Excel table, a summary with a chart, and "
+        "how it was made. Dates: " + DATE_FORMS + ".",
+    )
+    add_query_options(report)
+    report.add_argument("-o", "--output", metavar="FILE", help="the .xlsx file (default: optouts-YYYY-MM-DD.xlsx)")
+    report.set_defaults(run=run_report)
+
+    demo = commands.add_parser(
+        "demo",
+        help="write a report of the last 90 days from the built-in sandbox account",
+        description="Start the built-in sandbox, write the report of its last 90 days of opt-outs, and say where.",
+    )
+    demo.add_argument("-o", "--output", metavar="FILE", default=DEMO_REPORT, help=f"(default: {DEMO_REPORT})")
+    demo.add_argument("--tz", metavar="ZONE", help="time zone for dates (default: this computer's)")
+    demo.set_defaults(run=run_demo, since="90d", until=None, latest=None, include_deleted=False, dayfirst=False)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -145,6 +166,50 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(args: argparse.Namespace) -> int:
+    query, zone = query_from_args(args)
+    path = Path(args.output or f"optouts-{dt.datetime.now(zone):%Y-%m-%d}.xlsx")
+    if path.suffix.lower() != ".xlsx":
+        raise UsageError(f"The report is an Excel workbook: name the file with .xlsx, not {path.name!r}.")
+    check_output_folder(str(path))
+    with open_client(args) as client, _progress_bar(client) as on_progress:
+        summary, calls = build_report(
+            client,
+            query,
+            path,
+            zone=zone,
+            query_text=_query_text(args),
+            on_progress=on_progress,
+            on_notice=_notice,
+        )
+    span = f" from {summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}" if summary.first and summary.last else ""
+    sources = ", ".join(f"{source} {count:,}" for source, count in summary.by_source.most_common())
+    print(f"{summary.total:,} opt-out{'s' * (summary.total != 1)}{span}" + (f" ({sources})" if sources else "") + ".")
+    print(f"Wrote {path.resolve()} ({calls} API calls).")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    args.demo = True
+    return run_report(args)
+
+
+def _query_text(args: argparse.Namespace) -> str:
+    """The query options as the user gave them, for the report's About sheet."""
+    parts = []
+    for option in ("since", "until", "latest", "tz"):
+        value = getattr(args, option, None)
+        if value is not None:
+            parts.append(f"--{option} {value}")
+    if args.include_deleted:
+        parts.append("--include-deleted")
+    if args.dayfirst:
+        parts.append("--dayfirst")
+    if args.demo:
+        parts.append("--demo")
+    return " ".join(parts) or "(all opt-outs)"
+
+
 def check_output_folder(path: str | None) -> None:
     """Fail before any API call if the output file's folder does not exist."""
     if path and not Path(path).resolve().parent.is_dir():
@@ -178,7 +243,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
     )
     print("Press Ctrl+C to stop.", file=sys.stderr, flush=True)
     try:
-        sandbox.serve_forever()
+        sandbox.wait()
     finally:
         sandbox.stop()
     return 0

@@ -34,6 +34,16 @@ def resolve_timezone(name: str | None) -> dt.tzinfo:
         ) from None
 
 
+def zone_name(zone: dt.tzinfo) -> str:
+    """A name for ``zone`` to show people: the IANA key, ``UTC``, or this computer's zone and its abbreviation."""
+    key = getattr(zone, "key", None)
+    if key:
+        return key
+    if zone is dt.timezone.utc:
+        return "UTC"
+    return f"this computer's time zone ({dt.datetime.now(zone).tzname()})"
+
+
 def local_midnight(day: dt.date, zone: dt.tzinfo) -> dt.datetime:
     """Midnight starting ``day`` in ``zone``; where a DST change skips midnight, the first instant of the day."""
     return dateutil_tz.resolve_imaginary(dt.datetime.combine(day, dt.time(), tzinfo=zone))

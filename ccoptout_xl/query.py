@@ -71,6 +71,19 @@ class OptOutQuery:
         # Deleted contacts can keep their opt-out data; whether status=unsubscribed returns them is unverified.
         return "unsubscribed,deleted" if self.include_deleted else "unsubscribed"
 
+    def describe(self, zone: dt.tzinfo) -> str:
+        """The query in words, its dates in ``zone``: "opted out from 2026-05-01 00:00 to now, newest 500"."""
+
+        def when(moment: dt.datetime) -> str:
+            return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+        start = f"from {when(self.since)}" if self.since else "from the beginning"
+        end = f"to {when(self.until)} (exclusive)" if self.until else "to now"
+        words = f"opted out {start} {end}"
+        if self.latest is not None:
+            words += f", newest {self.latest:,} only"
+        return words + (", deleted contacts included" if self.include_deleted else "")
+
     def matches(self, optout: OptOut) -> bool:
         """The local check of every filter the server was asked to apply."""
         if optout.deleted and not self.include_deleted:

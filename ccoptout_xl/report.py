@@ -1,0 +1,382 @@
+"""The standalone opt-out report: an ``.xlsx`` workbook that opens cleanly in Excel and LibreOffice.
+
+Sheets: **Opt-outs** (an Excel table ``OptOuts``, newest first), **Summary** (totals, counts by source, opt-outs
+per day/week/month as a table and a bar chart, the most common reasons) and **About** (the query, time zone,
+account, when, tool version, API calls). Written with openpyxl's write-only mode, so 200,000 rows take bounded
+memory, and atomically: a failure leaves any previous file as it was.
+
+Text from the API is always written as text: a reason such as ``=HYPERLINK("http://x","y")`` stays those
+characters and is never a formula; characters that XML cannot carry are shown as U+FFFD.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.chart import BarChart, Reference
+from openpyxl.comments import Comment
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.filters import AutoFilter
+from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
+
+from . import __version__
+from .client import Client
+from .dates import zone_name
+from .exceptions import ApiError
+from .files import atomic_path
+from .optouts import OptOut
+from .query import Notice, OptOutQuery, Progress, find_optouts
+
+TABLE_NAME = "OptOuts"
+COLUMNS = (
+    ("Email", 36),
+    ("First name", 16),
+    ("Last name", 18),
+    ("Opted out", 18),
+    ("Source", 10),
+    ("Reason", 50),
+    ("Lists", 30),
+    ("Contact ID", 38),
+)
+SOURCE_COMMENT = (
+    "Contact: the person unsubscribed; the account cannot email them until they opt back in.\n"
+    "Account: the account owner removed them; they can be added back to lists."
+)
+DATE_FORMAT = "yyyy-mm-dd hh:mm"
+DAY_FORMAT = "yyyy-mm-dd"
+NO_REASON = "(no reason given)"
+TOP_REASONS = 10
+MAX_DISTINCT_REASONS = 10_000  # beyond this, new reasons are counted under "(other reasons)"
+EXCEL_TEXT_LIMIT = 32_767
+T = TypeVar("T")
+
+
+@dataclass
+class ReportInfo:
+    """What the About sheet says about how the report was made."""
+
+    query: str = "all opt-outs"
+    covers: str = ""
+    time_zone: str = "UTC"
+    account_name: str = ""
+    api_calls: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+
+@dataclass
+class ReportSummary:
+    """What the Summary sheet shows, also returned to the caller."""
+
+    total: int = 0
+    first: dt.datetime | None = None  # earliest opt-out, local time
+    last: dt.datetime | None = None  # latest opt-out, local time
+    by_source: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_day: collections.Counter[dt.date] = field(default_factory=collections.Counter)
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    period: str = "day"
+    periods: list[tuple[dt.date, int]] = field(default_factory=list)
+
+    def add(self, optout: OptOut, local: dt.datetime) -> None:
+        self.total += 1
+        self.first = local if self.first is None or local < self.first else self.first
+        self.last = local if self.last is None or local > self.last else self.last
+        self.by_source[optout.opt_out_source or "(unknown)"] += 1
+        self.by_day[local.date()] += 1
+        reason = (optout.opt_out_reason or "").strip() or NO_REASON
+        if reason in self.reasons or len(self.reasons) < MAX_DISTINCT_REASONS:
+            self.reasons[reason] += 1
+        else:
+            self.reasons["(other reasons)"] += 1
+
+    def bucket(self, start: dt.date | None, end: dt.date | None) -> None:
+        """Group the daily counts by day, week (from Monday) or month, by the length of ``start..end``."""
+        if start is None or end is None or end < start:
+            self.periods = []
+            return
+        days = (end - start).days + 1
+        self.period = "day" if days <= 62 else "week" if days <= 731 else "month"
+        starts: collections.Counter[dt.date] = collections.Counter()
+        for day, count in self.by_day.items():
+            starts[_period_start(day, self.period)] += count
+        self.periods = []
+        current = _period_start(start, self.period)
+        while current <= end:
+            self.periods.append((current, starts.get(current, 0)))
+            current = _next_period(current, self.period)
+
+
+def write_report(
+    optouts: Iterable[OptOut],
+    path: str | os.PathLike[str],
+    *,
+    zone: dt.tzinfo = dt.timezone.utc,
+    list_names: Mapping[str, str] | None = None,
+    info: ReportInfo | None = None,
+) -> ReportSummary:
+    """Write the report for ``optouts`` (newest first, as a query returns them) to ``path``; return its summary."""
+    info = info or ReportInfo()
+    list_names = list_names or {}
+    workbook = Workbook(write_only=True)
+    summary = ReportSummary()
+    try:
+        _write_optouts(workbook, optouts, zone, list_names, summary)
+        start = info.since.astimezone(zone).date() if info.since else summary.first and summary.first.date()
+        end = _last_day(info.until, zone) or (summary.last and summary.last.date())
+        summary.bucket(start, end)
+        _write_summary(workbook, summary, start, end)
+        _write_about(workbook, info, summary)
+        with atomic_path(path) as temporary:
+            workbook.save(temporary)
+    except BaseException:
+        _discard(workbook)
+        raise
+    return summary
+
+
+def _discard(workbook: Workbook) -> None:
+    """Close a write-only workbook that will not be saved, and delete the temporary files openpyxl made for it."""
+    for sheet in workbook.worksheets:
+        with contextlib.suppress(Exception):
+            sheet.close()
+        writer = getattr(sheet, "_writer", None)
+        if writer is not None:
+            with contextlib.suppress(OSError, ValueError):
+                writer.cleanup()
+
+
+def build_report(
+    client: Client,
+    query: OptOutQuery,
+    path: str | os.PathLike[str],
+    *,
+    zone: dt.tzinfo = dt.timezone.utc,
+    query_text: str = "",
+    on_progress: Progress | None = None,
+    on_notice: Notice | None = None,
+) -> tuple[ReportSummary, int]:
+    """Fetch the opt-outs ``query`` asks for, with list names and the account's name, and write the report.
+
+    Returns the summary and how many API calls it took. The list names and account name are extras: if the
+    API refuses them the report still gets written, with list ids and "(unknown)" instead, after a notice.
+    """
+    notice = on_notice or (lambda message: None)
+    result = find_optouts(client, query, on_progress=on_progress, on_notice=notice)
+    try:
+        list_names = _optional(client.list_names, {}, "list names", notice)
+        account = _optional(client.account_summary, {}, "the account's name", notice)
+        info = ReportInfo(
+            query=query_text or query.describe(zone),
+            covers=query.describe(zone),
+            time_zone=zone_name(zone),
+            account_name=str(account.get("organization_name") or ""),
+            api_calls=client.stats.calls,
+            since=query.since,
+            until=query.until,
+        )
+        summary = write_report(result, path, zone=zone, list_names=list_names, info=info)
+    finally:
+        result.close()
+    return summary, client.stats.calls
+
+
+def _optional(fetch: Callable[[], T], fallback: T, what: str, notice: Notice) -> T:
+    try:
+        return fetch()
+    except ApiError as exc:
+        notice(f"Could not read {what} ({exc}); the report shows what it has without them.")
+        return fallback
+
+
+# -- sheets --------------------------------------------------------------------------------------------------
+
+
+def _write_optouts(workbook: Workbook, optouts: Iterable[OptOut], zone, list_names, summary: ReportSummary) -> None:
+    sheet = workbook.create_sheet("Opt-outs")
+    sheet.freeze_panes = "A2"
+    _print_landscape(sheet)
+    sheet.print_title_rows = "1:1"
+    for index, (_, width) in enumerate(COLUMNS, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = width
+    header = [_header(sheet, name) for name, _ in COLUMNS]
+    header[4].comment = Comment(SOURCE_COMMENT, "ccoptout-xl", width=360, height=90)
+    sheet.append(header)
+    for optout in optouts:
+        local = optout.opt_out_date.astimezone(zone).replace(tzinfo=None)
+        when = WriteOnlyCell(sheet, value=local)
+        when.number_format = DATE_FORMAT
+        lists = ", ".join(list_names.get(list_id, list_id) for list_id in optout.list_ids)
+        sheet.append(
+            [
+                _text(sheet, optout.email),
+                _text(sheet, optout.first_name),
+                _text(sheet, optout.last_name),
+                when,
+                _text(sheet, optout.opt_out_source),
+                _text(sheet, optout.opt_out_reason or ""),
+                _text(sheet, lists),
+                _text(sheet, optout.contact_id),
+            ]
+        )
+        summary.add(optout, local)
+    last_row = max(summary.total, 1) + 1  # a table needs one data row, even an empty one
+    table = Table(displayName=TABLE_NAME, ref=f"A1:{get_column_letter(len(COLUMNS))}{last_row}")
+    table.tableColumns = [TableColumn(id=i, name=name) for i, (name, _) in enumerate(COLUMNS, start=1)]
+    table.tableStyleInfo = TableStyleInfo(name="TableStyleMedium2", showRowStripes=True)
+    table.autoFilter = AutoFilter(ref=table.ref)
+    with warnings.catch_warnings():  # openpyxl warns about write-only tables even when the columns are given
+        warnings.simplefilter("ignore", UserWarning)
+        sheet.add_table(table)
+
+
+def _write_summary(workbook: Workbook, summary: ReportSummary, start: dt.date | None, end: dt.date | None) -> None:
+    sheet = workbook.create_sheet("Summary")
+    _print_landscape(sheet)
+    sheet.column_dimensions["A"].width = 44
+    sheet.column_dimensions["B"].width = 14
+    rows: list[list[object]] = [
+        [_title(sheet, "Opt-outs summary")],
+        [],
+        [_label(sheet, "Total opt-outs"), summary.total],
+        [_label(sheet, "From"), _day(sheet, start)],
+        [_label(sheet, "To"), _day(sheet, end)],
+        [],
+        [_header(sheet, "Source"), _header(sheet, "Opt-outs")],
+    ]
+    for source, count in sorted(summary.by_source.items(), key=lambda item: (-item[1], item[0])):
+        rows.append([_text(sheet, source), count])
+    rows += [[], [_header(sheet, "Most common reasons"), _header(sheet, "Opt-outs")]]
+    rows += [[_text(sheet, reason), count] for reason, count in summary.reasons.most_common(TOP_REASONS)]
+    period_title = {"day": "Day", "week": "Week starting", "month": "Month"}[summary.period]
+    rows += [[], [_header(sheet, period_title), _header(sheet, "Opt-outs")]]
+    header_row = len(rows)  # 1-based row number of the per-period header
+    period_format = "yyyy-mm" if summary.period == "month" else DAY_FORMAT
+    rows += [[_day(sheet, start_day, period_format), count] for start_day, count in summary.periods]
+    for row in rows:
+        sheet.append(row)
+    if summary.periods:
+        chart = BarChart()
+        chart.type = "col"
+        chart.title = f"Opt-outs per {summary.period}"
+        chart.y_axis.title = "Opt-outs"
+        chart.legend = None
+        chart.x_axis.delete = chart.y_axis.delete = False  # openpyxl 3.1 hides both axes in Excel otherwise
+        chart.width, chart.height = 24, 9
+        chart.add_data(Reference(sheet, min_col=2, min_row=header_row, max_row=len(rows)), titles_from_data=True)
+        chart.set_categories(Reference(sheet, min_col=1, min_row=header_row + 1, max_row=len(rows)))
+        sheet.add_chart(chart, "D3")
+
+
+def _write_about(workbook: Workbook, info: ReportInfo, summary: ReportSummary) -> None:
+    sheet = workbook.create_sheet("About")
+    sheet.column_dimensions["A"].width = 22
+    sheet.column_dimensions["B"].width = 70
+    generated = info.generated_at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    rows = [
+        ("Query", info.query),
+        ("Covers", info.covers or info.query),
+        ("Time zone", info.time_zone),
+        ("Account", info.account_name or "(unknown)"),
+        ("Opt-outs", summary.total),
+        ("Generated at (UTC)", generated),
+        ("Tool", f"ccoptout-xl {__version__}"),
+        ("API calls made", info.api_calls if info.api_calls is not None else "(not recorded)"),
+    ]
+    sheet.append([_title(sheet, "About this report")])
+    sheet.append([])
+    for label, value in rows:
+        if isinstance(value, dt.datetime):
+            cell = WriteOnlyCell(sheet, value=value)
+            cell.number_format = "yyyy-mm-dd hh:mm:ss"
+        elif isinstance(value, str):
+            cell = _text(sheet, value)
+        else:
+            cell = value
+        sheet.append([_label(sheet, label), cell])
+
+
+# -- cells ---------------------------------------------------------------------------------------------------
+
+_HEADER_FONT = Font(bold=True, color="FFFFFF")
+_HEADER_FILL = PatternFill("solid", fgColor="305496")
+
+
+def _text(sheet, value: str) -> WriteOnlyCell | str:
+    """A cell that is text whatever it starts with (openpyxl would make ``=...`` a formula)."""
+    clean = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)[:EXCEL_TEXT_LIMIT]
+    if not clean.startswith("="):
+        return clean
+    cell = WriteOnlyCell(sheet, value=clean)
+    cell.data_type = "s"
+    return cell
+
+
+def _header(sheet, name: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(sheet, value=name)
+    cell.font = _HEADER_FONT
+    cell.fill = _HEADER_FILL
+    cell.alignment = Alignment(vertical="center")
+    return cell
+
+
+def _label(sheet, name: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(sheet, value=name)
+    cell.font = Font(bold=True)
+    return cell
+
+
+def _title(sheet, text: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(sheet, value=text)
+    cell.font = Font(bold=True, size=14)
+    return cell
+
+
+def _day(sheet, day: dt.date | None, number_format: str = DAY_FORMAT) -> WriteOnlyCell | str:
+    if day is None:
+        return "-"
+    cell = WriteOnlyCell(sheet, value=day)
+    cell.number_format = number_format
+    return cell
+
+
+def _print_landscape(sheet) -> None:
+    """Print across, every column on one page wide."""
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.fitToWidth = 1
+    sheet.page_setup.fitToHeight = 0
+    sheet.sheet_properties.pageSetUpPr.fitToPage = True
+
+
+def _period_start(day: dt.date, period: str) -> dt.date:
+    if period == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next_period(start: dt.date, period: str) -> dt.date:
+    if period == "week":
+        return start + dt.timedelta(days=7)
+    if period == "month":
+        return (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return start + dt.timedelta(days=1)
+
+
+def _last_day(until: dt.datetime | None, zone: dt.tzinfo) -> dt.date | None:
+    """The last local day an exclusive ``until`` covers."""
+    if until is None:
+        return None
+    return (until.astimezone(zone) - dt.timedelta(microseconds=1)).date()
