@@ -16,6 +16,7 @@ How (see ``shared/cc-api/README.md``, "Reading opt-outs"):
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -30,11 +31,9 @@ log = logging.getLogger(__name__)
 PAD = dt.timedelta(seconds=1)
 FIRST_WINDOW = dt.timedelta(days=7)
 SHORTEST_WINDOW = dt.timedelta(minutes=1)
-MAX_NARROWING = 3  # per window
+MAX_LATEST = 10_000_000  # more than any account holds; beyond it --latest is a typo
 # Constant Contact started in 1995: a window reaching back past this is the last one (and is left open).
 EARLIEST_OPT_OUT = dt.datetime(1995, 1, 1, tzinfo=dt.timezone.utc)
-# The newest end of an open range: later than any opt-out can be, even with the server's clock ahead of ours.
-CLOCK_SKEW = dt.timedelta(days=1)
 
 Progress = Callable[[int, "int | None"], None]
 Notice = Callable[[str], None]
@@ -63,8 +62,8 @@ class OptOutQuery:
                 object.__setattr__(self, name, value.astimezone(dt.timezone.utc))
         if self.since and self.until and self.since >= self.until:
             raise UsageError(f"--since ({self.since.isoformat()}) must be before --until ({self.until.isoformat()}).")
-        if self.latest is not None and self.latest < 1:
-            raise UsageError(f"--latest must be a whole number of at least 1, not {self.latest}.")
+        if self.latest is not None and not 1 <= self.latest <= MAX_LATEST:
+            raise UsageError(f"--latest must be a whole number from 1 to {MAX_LATEST:,}, not {self.latest:,}.")
 
     @property
     def statuses(self) -> str:
@@ -164,7 +163,7 @@ class _Search:
             self.found.close()
             self.found, self.fetched, self.seen = OptOutSet(), 0, None
             self._collect(self._pages(None, None), total_hint=True)
-        calls = self.client.http.stats.calls - self.calls_before
+        calls = self.client.stats.calls - self.calls_before
         return QueryResult(self.query, self.found, calls, full_scan, notices)
 
     # -- fetching ------------------------------------------------------------------------------------------
@@ -176,9 +175,10 @@ class _Search:
             "include_count": True,
             "limit": MAX_PAGE_SIZE,
         }
-        if after is not None:
+        # A bound at the edge of what datetime can hold (year 1 or 9999) is no bound at all.
+        if after is not None and after > dt.datetime.min.replace(tzinfo=dt.timezone.utc) + PAD:
             params["optout_after"] = after - PAD
-        if before is not None:
+        if before is not None and before < dt.datetime.max.replace(tzinfo=dt.timezone.utc) - PAD:
             params["optout_before"] = before + PAD
         return params
 
@@ -229,8 +229,8 @@ class _Search:
             return
         self._add(first)
         total = first.total
-        pages_left = math.ceil(total / MAX_PAGE_SIZE) - 1 if total is not None else None
-        if pages_left is not None and pages_left <= math.ceil(wanted / MAX_PAGE_SIZE) + 1:
+        read_all = math.ceil(total / MAX_PAGE_SIZE) if total is not None else None  # calls to read the range
+        if read_all is not None and read_all - 1 <= math.ceil(wanted / MAX_PAGE_SIZE) + 1:
             self._collect(pages)  # cheaper to read the whole range than to search it
             return
         pages.close()
@@ -238,37 +238,52 @@ class _Search:
         self.found.close()
         self.found, self.seen = OptOutSet(), set()
 
-        upper = until or self.now + CLOCK_SKEW
+        started = self._calls()
+        upper = until  # None: the newest end stays open, whatever this computer's clock says
         span = FIRST_WINDOW
-        narrowed = 0
+        skipped: tuple[dt.datetime, int] | None = None  # a window given up as too wide: its lower end, its size
+        may_narrow = True
         while True:
-            lower: dt.datetime | None = upper - span
-            if since is not None and lower <= since:
-                lower = since
-            elif since is None and lower < EARLIEST_OPT_OUT:
-                lower = None  # last window: everything older
+            if read_all is not None and self._calls() - started >= read_all:
+                # The search has cost as much as reading everything would: read what is left, and stop.
+                self._collect(self._pages(since, upper))
+                return
+            lower = self._lower_end(upper, span)
             window = self._pages(lower, upper)
             head = next(window, None)
             count = 0
             if head is not None:
                 need = wanted - len(self.found)
-                if lower is not None and narrowed < MAX_NARROWING and self._too_wide(head.total, need):
-                    # Far more than needed in this window: ask for a shorter one, assuming an even spread.
+                if may_narrow and lower is not None and span > SHORTEST_WINDOW and self._too_wide(head.total, need):
+                    # Far more than needed: try the newest part only, as if the window were evenly spread...
                     window.close()
+                    skipped, may_narrow = (lower, head.total or 0), False
                     span = max(SHORTEST_WINDOW, span * (need * 1.2 / (head.total or 1)))
-                    narrowed += 1
                     continue
-                count = self._collect(_chain(head, window))
+                count = self._collect(itertools.chain([head], window))
             if len(self.found) >= wanted or lower is None or lower == since:
                 return
             if total is not None and len(self.seen) >= total:
                 return  # every opt-out in the range has been read (one arriving meanwhile may be missed)
-            need = wanted - len(self.found)
-            if count == 0:
-                span *= 8
+            if skipped is not None:
+                # ...and if that was not enough, the rest of the window given up comes next, whole, not guessed
+                # again: its size is known, and a burst inside it would make any guess thrash.
+                span, skipped, may_narrow = lower - skipped[0], None, False
             else:
-                span = min(span * 16, max(span, span * need * 1.25 / count))
-            upper, narrowed = lower, 0
+                growth = 8.0 if count == 0 else (wanted - len(self.found)) * 1.25 / count
+                span, may_narrow = span * min(16.0, max(1.0, growth)), True
+            upper = lower
+
+    def _lower_end(self, upper: dt.datetime | None, span: dt.timedelta) -> dt.datetime | None:
+        """The older end of the window of ``span`` below ``upper``: ``since``, or None (everything older)."""
+        top = upper or self.now
+        since = self.query.since
+        if since is not None:
+            return since if top - since <= span else top - span
+        return None if top - EARLIEST_OPT_OUT <= span else top - span
+
+    def _calls(self) -> int:
+        return self.client.stats.calls
 
     @staticmethod
     def _too_wide(window_total: int | None, need: int) -> bool:
@@ -277,8 +292,3 @@ class _Search:
             return False
         pages_left = math.ceil(window_total / MAX_PAGE_SIZE) - 1
         return pages_left > math.ceil(need * 1.2 / MAX_PAGE_SIZE)
-
-
-def _chain(head: Page, rest: Iterator[Page]) -> Iterator[Page]:
-    yield head
-    yield from rest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from ccoptout_xl.client import Client
 from ccoptout_xl.http_client import HTTPClient, RetryPolicy
 from ccoptout_xl.optouts import OptOut
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
+from ccoptout_xl.sandbox.accounts import CACHE_ENV
 
 # A fixed "now" for the synthetic accounts, so tests see the same data every day.
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
@@ -28,6 +30,18 @@ def truth(sandbox: Sandbox, *, include_deleted: bool = False) -> list[OptOut]:
     found = [OptOut.from_contact(c) for c in sandbox.account.contacts()]
     optouts = [o for o in found if o is not None and (include_deleted or not o.deleted)]
     return sorted(optouts, key=lambda o: (-o.opt_out_date.timestamp(), o.contact_id))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sandbox_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Generated accounts go to this run's temporary folder, not the user's cache (tests make many)."""
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("sandbox-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
 
 
 @pytest.fixture(scope="session")

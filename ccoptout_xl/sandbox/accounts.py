@@ -39,6 +39,7 @@ class AccountSpec:
     unsubscribed_share: float = 0.2
     recent_share: float = 0.015
     anchor: datetime | None = None
+    bulk_removal: int = 0  # long-ago opt-outs moved to one single second, as when an owner removes a list
 
     def __post_init__(self) -> None:
         if isinstance(self.contacts, bool) or not isinstance(self.contacts, int) or self.contacts < 0:
@@ -49,6 +50,8 @@ class AccountSpec:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 or math.isnan(value):
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        if isinstance(self.bulk_removal, bool) or not isinstance(self.bulk_removal, int) or self.bulk_removal < 0:
+            raise ValueError(f"bulk_removal must be an integer >= 0, got {self.bulk_removal!r}")
         if self.anchor is not None and (self.anchor.tzinfo is None or self.anchor.utcoffset() is None):
             raise ValueError("anchor must be an aware datetime")
 
@@ -56,6 +59,8 @@ class AccountSpec:
     def cache_key(self) -> str:
         """Hash of everything that shapes the stored data (the anchor does not)."""
         fields = [GENERATOR_VERSION, self.contacts, self.seed, self.unsubscribed_share, self.recent_share]
+        if self.bulk_removal:  # only when used, so existing cached accounts keep their key
+            fields.append(self.bulk_removal)
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
     def resolved_anchor(self) -> datetime:
@@ -217,7 +222,9 @@ def build(spec: AccountSpec, path: Path) -> None:
         try:
             for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -65536", "temp_store = MEMORY"):
                 conn.execute(f"PRAGMA {pragma}")
-            generator.populate(conn, spec.contacts, spec.seed, spec.unsubscribed_share, spec.recent_share)
+            generator.populate(
+                conn, spec.contacts, spec.seed, spec.unsubscribed_share, spec.recent_share, spec.bulk_removal
+            )
             meta = {
                 "key": spec.cache_key,
                 "generator_version": GENERATOR_VERSION,

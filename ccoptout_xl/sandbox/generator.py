@@ -378,7 +378,12 @@ class _ContactFactory:
 
 
 def populate(
-    conn: sqlite3.Connection, contacts: int, seed: int, unsubscribed_share: float, recent_share: float
+    conn: sqlite3.Connection,
+    contacts: int,
+    seed: int,
+    unsubscribed_share: float,
+    recent_share: float,
+    bulk_removal: int = 0,
 ) -> None:
     """Create the schema and fill it. The caller commits."""
     rnd = random.Random(f"ccoptout-xl-sandbox:{seed}")
@@ -406,10 +411,27 @@ def populate(
             rows.clear()
     if rows:
         conn.executemany(_INSERT, rows)
+    if bulk_removal:
+        _remove_in_bulk(conn, bulk_removal)
     conn.executescript(INDEXES)
     conn.execute("INSERT INTO meta VALUES ('created_in_seq_order', ?)", (str(int(created_in_seq_order)),))
     _count_members(conn)
     conn.execute("ANALYZE")
+
+
+BULK_REMOVAL_AT = -200 * DAY  # whole seconds before the anchor
+
+
+def _remove_in_bulk(conn: sqlite3.Connection, count: int) -> None:
+    """The account owner removed ``count`` long-ago opt-outs at one and the same second (an imported list).
+
+    Thousands of opt-outs sharing one instant is what a window search cannot split: tests use it.
+    """
+    conn.execute(
+        "UPDATE contacts SET opt_out = ?, email_updated = ?, opt_out_source = 'Account', opt_out_reason = NULL "
+        "WHERE seq IN (SELECT seq FROM contacts WHERE lifecycle = ? AND created < ? ORDER BY seq LIMIT ?)",
+        (BULK_REMOVAL_AT, BULK_REMOVAL_AT, UNSUBSCRIBED_LONG_AGO, BULK_REMOVAL_AT, count),
+    )
 
 
 def _count_members(conn: sqlite3.Connection) -> None:
