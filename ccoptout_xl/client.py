@@ -14,7 +14,7 @@ from typing import Any
 
 from .auth import TokenProvider, token_from_environment
 from .exceptions import MalformedResponse
-from .http_client import HTTPClient
+from .http_client import CallStats, HTTPClient
 
 MAX_PAGE_SIZE = 500  # the contract's maximum `limit` for GET /contacts
 
@@ -63,7 +63,8 @@ class Client:
         self.close()
 
     @property
-    def stats(self):
+    def stats(self) -> CallStats:
+        """Calls made so far (including retries), pages and contacts read."""
         return self.http.stats
 
     # -- contacts ------------------------------------------------------------------------------------------
@@ -107,19 +108,22 @@ class Client:
     def _pages(self, path: str, items_key: str, count_key: str, params: Mapping[str, Any]) -> Iterator[Page]:
         href: str | None = path
         query: Mapping[str, Any] | None = params
+        followed: set[str] = set()
         while href:
             body = self._object(self.http.get(href, query), path)
             items = body.get(items_key, [])
             if not isinstance(items, list):
                 raise MalformedResponse(f"The API's {path} page has no list of {items_key}.")
-            next_href = (body.get("_links") or {}).get("next", {}).get("href")
+            next_href = _next_href(body)
             total = body.get(count_key)
             self.http.stats.pages += 1
             if items_key == "contacts":
                 self.http.stats.contacts += len(items)
             yield Page(items, total if isinstance(total, int) else None, next_href, body)
-            if next_href == href:
-                raise MalformedResponse("The API sent a next link to the same page; stopping to avoid a loop.")
+            if next_href in followed:
+                raise MalformedResponse("The API sent a next link to a page already read; stopping to avoid a loop.")
+            if next_href:
+                followed.add(next_href)
             href, query = next_href, None  # the link already carries the query: follow it as it is
 
     @staticmethod
@@ -127,6 +131,20 @@ class Client:
         if not isinstance(body, dict):
             raise MalformedResponse(f"The API's {what} response is not a JSON object.")
         return body
+
+
+def _next_href(body: Mapping[str, Any]) -> str | None:
+    """``_links.next.href``, or None when absent; anything else there is a malformed page."""
+    links = body.get("_links") or {}
+    following = links.get("next") if isinstance(links, dict) else None
+    if following is None:
+        return None
+    href = following.get("href") if isinstance(following, dict) else None
+    if href is None:
+        return None
+    if not isinstance(href, str):
+        raise MalformedResponse("The API sent a next link that is not text.")
+    return href or None
 
 
 def encode_params(params: Mapping[str, Any]) -> dict[str, str]:

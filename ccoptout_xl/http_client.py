@@ -27,11 +27,13 @@ import requests
 from . import __version__
 from .auth import TokenProvider
 from .exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
+from .formats import plural
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.cc.email/v3"
 API_URL_ENV = "CCOPTOUT_API_URL"
+RATE_ENV = "CCOPTOUT_RATE_LIMIT"
 
 
 @dataclass
@@ -54,6 +56,7 @@ class CallStats:
     """What a client has spent: HTTP calls (including retries), and what came back."""
 
     calls: int = 0
+    paced_seconds: float = 0.0  # time spent waiting to stay under the rate limit
     retries: int = 0
     throttled: int = 0
     pages: int = 0
@@ -105,6 +108,17 @@ class RequestPacer:
         with self._lock:
             resume = self._clock() + seconds - self._window
             self._starts.extend([resume] * (self._n or 1))
+
+
+def rate_from_text(text: str) -> float:
+    """Requests per second from configuration text, between 0.1 and 4 (the API's own limit)."""
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = float("nan")
+    if not 0.1 <= rate <= 4:
+        raise ConfigError(f"{RATE_ENV} must be a number of requests per second from 0.1 to 4, not {text!r}.")
+    return rate
 
 
 def validate_base_url(url: str) -> str:
@@ -162,13 +176,18 @@ class HTTPClient:
         self.timeout = timeout
         self.stats = CallStats()
         self.session = session or requests.Session()
+        if self.base_url.startswith("http://"):
+            # Loopback only (validated above), and it must stay so: a proxy from HTTP_PROXY would see the token.
+            self.session.trust_env = False
         self.session.headers.update({"Accept": "application/json", "User-Agent": f"ccoptout-xl/{__version__}"})
         origin = urlsplit(self.base_url)
         self._origin = (origin.scheme, origin.netloc)
 
     @classmethod
     def from_environment(cls, tokens: TokenProvider, **kwargs: Any) -> HTTPClient:
-        """A client for ``CCOPTOUT_API_URL`` (default the real API)."""
+        """A client for ``CCOPTOUT_API_URL`` (default the real API), paced at ``CCOPTOUT_RATE_LIMIT`` per second."""
+        if os.environ.get(RATE_ENV) and "rate" not in kwargs:
+            kwargs["rate"] = rate_from_text(os.environ[RATE_ENV])
         return cls(os.environ.get(API_URL_ENV) or DEFAULT_API_URL, tokens, **kwargs)
 
     def close(self) -> None:
@@ -195,7 +214,7 @@ class HTTPClient:
         failures = throttles = 0
         auth_retried = False
         while True:
-            self.pacer.wait()
+            self.stats.paced_seconds += self.pacer.wait()
             token = self.tokens.access_token()
             self.stats.calls += 1
             try:
@@ -267,11 +286,10 @@ class HTTPClient:
         reset = next_quota_reset()
         left = reset - dt.datetime.now(dt.timezone.utc)
         hours, minutes = divmod(int(left.total_seconds()) // 60, 60)
-        fetched = self.stats.contacts
         return QuotaExceeded(
             "Constant Contact's daily request quota is used up; it resets at 00:00 UTC "
             f"({reset:%Y-%m-%d %H:%M} UTC, in {hours} h {minutes:02d} min). Fetched before stopping: "
-            f"{fetched:,} contact{'s' * (fetched != 1)} in {self.stats.pages:,} page{'s' * (self.stats.pages != 1)}.",
+            f"{plural(self.stats.contacts, 'contact')} in {plural(self.stats.pages, 'page')}.",
             reset_at=reset,
         )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ccoptout_xl.auth import StaticToken
@@ -69,15 +67,16 @@ def test_a_burst_over_the_rate_limit_is_throttled_and_still_succeeds(sandbox: Sa
 def test_paced_client_stays_under_the_limit_without_needless_sleeps(sandbox: Sandbox) -> None:
     sandbox.rate_limit = 4
     client = make_client(sandbox, rate=4)
-    started = time.monotonic()
-    for _ in range(3):  # three requests fit in the first second: no sleep
+    for _ in range(4):  # four requests fit in the first second: no waiting
         client.contact_counts()
-    assert time.monotonic() - started < 0.5
-    for _ in range(7):
+    assert client.stats.paced_seconds == 0
+    for _ in range(6):
         client.contact_counts()
-    elapsed = time.monotonic() - started
     assert [r.status for r in sandbox.requests] == [200] * 10
-    assert 2.0 <= elapsed < 3.5  # 10 requests at 4/s: two full windows of waiting, not more
+    # Requests 5-8 wait for the first second's window, 9-10 for the second's: about 2 s in all, not more.
+    assert 1.5 < client.stats.paced_seconds < 2.3
+    arrivals = [r.at for r in sandbox.requests]
+    assert all(later - earlier >= 1.0 for earlier, later in zip(arrivals, arrivals[4:], strict=False))
 
 
 def test_pacer_sleeps_only_when_the_window_is_full() -> None:
