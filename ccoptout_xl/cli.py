@@ -20,8 +20,8 @@ from . import __version__
 from .client import Client
 from .dates import DATE_FORMS, parse_when, resolve_timezone
 from .exceptions import CcOptOutError, UsageError
-from .files import atomic_output
-from .formats import FORMATS, write_optouts
+from .files import atomic_output, require_folder
+from .formats import FORMATS, plural, write_optouts
 from .query import OptOutQuery, QueryResult, find_optouts
 from .report import build_report
 
@@ -41,11 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ccoptout-xl", description="Constant Contact opt-outs, into Excel.")
     parser.add_argument("--version", action="version", version=f"ccoptout-xl {__version__}")
     parser.add_argument("--debug", action="store_true", help="log API calls and show tracebacks")
+    common = _Parser(add_help=False)  # so that --debug also works after the command's name
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
     fetch = commands.add_parser(
         "fetch",
+        parents=[common],
         help="list who opted out",
         description="List who opted out, newest first. Dates: " + DATE_FORMS + ". A date without a time is "
         "midnight in --tz; --since is inclusive, --until exclusive.",
@@ -58,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
+        parents=[common],
         help="write an Excel report (.xlsx) of who opted out",
         description="Write a standalone .xlsx report: the opt-outs as an Excel table, a summary with a chart, and "
         "how it was made. Dates: " + DATE_FORMS + ".",
@@ -68,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
+        parents=[common],
         help="write a report of the last 90 days from the built-in sandbox account",
         description="Start the built-in sandbox, write the report of its last 90 days of opt-outs, and say where.",
     )
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = commands.add_parser(
         "sandbox",
+        parents=[common],
         help="run a local imitation of the Constant Contact API",
         description="Serve a deterministic synthetic account on this computer, for trying things out and tests.",
     )
@@ -153,13 +159,17 @@ def run_fetch(args: argparse.Namespace) -> int:
         result = run_query(client, query)
         try:
             if args.output:
-                with atomic_output(args.output, newline="" if args.format == "csv" else None, encoding="utf-8") as out:
+                # A byte-order mark tells Excel a CSV file is UTF-8; without it accents and emoji come out garbled.
+                encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
+                with atomic_output(args.output, newline="", encoding=encoding) as out:
                     count = write_optouts(result, out, args.format, zone, raw=args.raw)
                 print(
-                    f"Wrote {count:,} opt-out{'s' * (count != 1)} to {args.output} ({result.calls} API calls).",
+                    f"Wrote {plural(count, 'opt-out')} to {args.output} ({plural(result.calls, 'API call')}).",
                     file=sys.stderr,
                 )
             else:
+                if args.format == "csv" and hasattr(sys.stdout, "reconfigure"):
+                    sys.stdout.reconfigure(newline="")  # CSV rows end in CRLF already: no second CR on Windows
                 write_optouts(result, sys.stdout, args.format, zone, raw=args.raw)
         finally:
             result.close()
@@ -184,8 +194,8 @@ def run_report(args: argparse.Namespace) -> int:
         )
     span = f" from {summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}" if summary.first and summary.last else ""
     sources = ", ".join(f"{source} {count:,}" for source, count in summary.by_source.most_common())
-    print(f"{summary.total:,} opt-out{'s' * (summary.total != 1)}{span}" + (f" ({sources})" if sources else "") + ".")
-    print(f"Wrote {path.resolve()} ({calls} API calls).")
+    print(plural(summary.total, "opt-out") + span + (f" ({sources})" if sources else "") + ".")
+    print(f"Wrote {path.resolve()} ({plural(calls, 'API call')}).")
     return 0
 
 
@@ -212,8 +222,8 @@ def _query_text(args: argparse.Namespace) -> str:
 
 def check_output_folder(path: str | None) -> None:
     """Fail before any API call if the output file's folder does not exist."""
-    if path and not Path(path).resolve().parent.is_dir():
-        raise UsageError(f"Cannot write {path}: the folder {Path(path).parent} does not exist.")
+    if path:
+        require_folder(path)
 
 
 def run_sandbox(args: argparse.Namespace) -> int:

@@ -60,7 +60,11 @@ def parse_when(
     The result is in UTC: arithmetic on datetimes that share a zone is wall-clock arithmetic in Python,
     which is wrong across a DST change.
     """
-    return _parse_local(text, zone, dayfirst, now or dt.datetime.now(dt.timezone.utc), what).astimezone(dt.timezone.utc)
+    try:
+        moment = _parse_local(text, zone, dayfirst, now or dt.datetime.now(dt.timezone.utc), what)
+        return moment.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise UsageError(f"The {what} {text!r} is out of range: use a date between the years 1900 and 9999.") from None
 
 
 def _parse_local(text: str, zone: dt.tzinfo, dayfirst: bool, now: dt.datetime, what: str) -> dt.datetime:
@@ -79,8 +83,11 @@ def _parse_local(text: str, zone: dt.tzinfo, dayfirst: bool, now: dt.datetime, w
         return now - dt.timedelta(**{_UNITS[unit]: amount})
     if not cleaned or not any(ch.isdigit() for ch in cleaned):
         raise UsageError(f"Cannot read the {what} {text!r}: use {DATE_FORMS}.")
+    if cleaned.isdigit() and len(cleaned) <= 2:
+        raise UsageError(f"The {what} {text!r} is only a number: for days ago write {cleaned}d, or give a full date.")
     try:
-        default = dt.datetime.combine(now.astimezone(zone).date(), dt.time())
+        # Missing parts start their period: "May 2026" is 1 May, "2026" is 1 January; a missing year is this year.
+        default = dt.datetime(now.astimezone(zone).year, 1, 1)
         parsed = date_parser.parse(cleaned, dayfirst=dayfirst, default=default)
     except (ValueError, OverflowError):
         raise UsageError(f"Cannot read the {what} {text!r}: use {DATE_FORMS}.") from None

@@ -9,16 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .exceptions import OutputError
+from .exceptions import OutputError, UsageError
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; on success it replaces ``path``, on failure it is deleted."""
     target = Path(path)
-    folder = target.parent
-    if not folder.is_dir():
-        raise OutputError(f"Cannot write {target}: the folder {folder} does not exist.")
+    folder = require_folder(target)
     try:
         descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
@@ -51,6 +49,14 @@ def _mode_for(target: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def require_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder ``path`` would be written in, or a :class:`UsageError` if it does not exist."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"Cannot write {path}: the folder {folder} does not exist.")
+    return folder
 
 
 def replace_file(source: str | os.PathLike[str], target: Path) -> None:

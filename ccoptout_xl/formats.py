@@ -28,6 +28,7 @@ FIELDS = (
 )
 FORMATS = ("table", "csv", "json")
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_INVISIBLE = " \n\u00a0\u200b\u200c\u200d\u2060\ufeff"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -45,8 +46,16 @@ def as_record(optout: OptOut, zone: dt.tzinfo) -> dict[str, str | None]:
 
 
 def neutralise(text: str) -> str:
-    """Text that a spreadsheet will show as text, never run as a formula."""
-    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+    """Text that a spreadsheet will show as text, never run as a formula.
+
+    Leading spaces and invisible characters are looked through: a spreadsheet may trim them before it decides.
+    """
+    return "'" + text if text.lstrip(_INVISIBLE).startswith(FORMULA_TRIGGERS) else text
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 opt-out``, ``2,000 opt-outs``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def write_optouts(optouts: Iterable[OptOut], out: TextIO, fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
@@ -94,7 +103,7 @@ def _write_table(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: b
         deleted = " (deleted)" if o.deleted else ""
         out.write(line((when, o.email + deleted, name, o.opt_out_source, o.opt_out_reason or "")))
         count += 1
-    out.write(f"{count:,} opt-out{'s' * (count != 1)}\n")
+    out.write(plural(count, "opt-out") + "\n")
     return count
 
 

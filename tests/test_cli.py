@@ -75,6 +75,16 @@ def test_table_output_and_latest(api: Sandbox, capsys) -> None:
     assert newest.email in lines[2] or newest.email[:30] in lines[2]
 
 
+def test_csv_file_has_a_byte_order_mark_for_excel(api: Sandbox, capsys, tmp_path: Path) -> None:
+    target = tmp_path / "optouts.csv"
+    code, _, _ = run_cli(capsys, "fetch", "--format", "csv", "-o", str(target))
+    assert code == 0
+    data = target.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfcontact_id,") and b"\r\n" in data and b"\r\r\n" not in data
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    assert len(rows) == len(truth(api))
+
+
 def test_output_file_is_written_and_summarised(api: Sandbox, capsys, tmp_path: Path) -> None:
     target = tmp_path / "optouts.json"
     code, out, err = run_cli(capsys, "fetch", "--since", "90d", "--format", "json", "-o", str(target))
@@ -91,6 +101,9 @@ def test_output_file_is_written_and_summarised(api: Sandbox, capsys, tmp_path: P
         (["fetch", "--since", "2026-02-01", "--until", "2026-01-01"], "must be before --until"),
         (["fetch", "--latest", "0"], "--latest"),
         (["fetch", "--latest", "many"], "--latest"),
+        (["fetch", "--latest", "99999999999999999999"], "--latest must be a whole number from 1 to 10,000,000"),
+        (["fetch", "--since", "99999999d"], "out of range"),
+        (["fetch", "--since", "30"], "write 30d"),
         (["fetch", "--tz", "Mars/Olympus"], "Unknown time zone"),
         (["fetch", "--format", "xml"], "--format"),
         (["fetch", "--colour"], "unrecognized arguments"),
@@ -110,6 +123,23 @@ def test_plain_http_api_url_is_refused(api: Sandbox, capsys, monkeypatch) -> Non
     monkeypatch.setenv("CCOPTOUT_API_URL", "http://api.example.com/v3")
     code, _, err = run_cli(capsys, "fetch")
     assert code == 2 and "Refusing plain-HTTP" in err and err.count("\n") == 1
+
+
+def test_bad_rate_limit_setting(api: Sandbox, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CCOPTOUT_RATE_LIMIT", "fast")
+    code, _, err = run_cli(capsys, "fetch")
+    assert code == 2 and "CCOPTOUT_RATE_LIMIT" in err and err.count("\n") == 1
+
+
+def test_a_proxy_setting_never_sees_loopback_traffic(api: Sandbox, capsys, monkeypatch) -> None:
+    # Plain HTTP is allowed only to this computer; a proxy would carry the token across the network in clear.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: using it would fail
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    code, out, err = run_cli(capsys, "fetch", "--latest", "2", "--format", "json")
+    assert code == 0, err
+    assert len(json.loads(out)) == 2
 
 
 def test_missing_token_is_exit_4(api: Sandbox, capsys, monkeypatch) -> None:
@@ -199,3 +229,30 @@ def test_progress_bar_only_on_a_terminal(api: Sandbox) -> None:
     assert process.returncode == 0
     assert "contacts" in terminal and "pages" in terminal
     assert stdout.startswith(b"contact_id,")
+
+
+def test_sandbox_command_prints_its_address_and_token_and_serves() -> None:
+    import requests
+
+    command = [sys.executable, "-m", "ccoptout_xl", "sandbox", "--port", "0", "--contacts", "300", "--seed", "4"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+        try:
+            lines = [process.stdout.readline() for _ in range(2)]
+            base_url = lines[0].split(":", 1)[1].strip()
+            token = lines[1].split(":", 1)[1].strip()
+            assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v3")
+            answer = requests.get(
+                f"{base_url}/contacts/counts", headers={"Authorization": f"Bearer {token}"}, timeout=10
+            )
+            assert answer.status_code == 200 and answer.json()["total"] > 0
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1 555", "-2", "@SUM(A1)", "\t=1", "\r=1", " =1+1", "\u200b=1+1", "\n=cmd"])
+def test_neutralise_anything_a_spreadsheet_could_run(text: str) -> None:
+    from ccoptout_xl.formats import neutralise
+
+    assert neutralise(text) == "'" + text
+    assert neutralise("plain " + text) == "plain " + text

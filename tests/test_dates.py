@@ -35,6 +35,9 @@ def utc(*args: int) -> dt.datetime:
         ("2w", NOW - dt.timedelta(weeks=2)),
         ("12h", NOW - dt.timedelta(hours=12)),
         ("90 days ago", NOW - dt.timedelta(days=90)),
+        ("May 2026", utc(2026, 5, 1, 4)),  # a missing day is the first of the month
+        ("2026", utc(2026, 1, 1, 5)),  # a year alone is its first day
+        ("Mar 3", utc(2026, 3, 3, 5)),  # a missing year is this year
     ],
 )
 def test_forms_are_read_in_the_chosen_zone(text: str, expected: dt.datetime) -> None:
@@ -68,6 +71,19 @@ def test_unreadable_dates_name_the_problem(text: str) -> None:
         parse_when(text, NY, now=NOW, what="--since date")
     message = str(caught.value)
     assert "--since date" in message and "2026-05-01" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "hint"),
+    [
+        ("30", NY, "write 30d"),
+        ("99999999d", NY, "out of range"),
+        ("0001-01-01", zoneinfo.ZoneInfo("Asia/Tokyo"), "out of range"),
+    ],
+)
+def test_dates_that_are_not_quite_dates(text: str, zone: dt.tzinfo, hint: str) -> None:
+    with pytest.raises(UsageError, match=hint):
+        parse_when(text, zone, now=NOW, what="--since date")
 
 
 def test_time_zones() -> None:

@@ -122,6 +122,15 @@ class Sandbox:
         """Serve in this thread until stop() (from another thread) or KeyboardInterrupt, which propagates."""
         self._run(self._bind(threading.current_thread()), 0.2)
 
+    def wait(self) -> None:
+        """Block until a started sandbox stops (stop() from another thread); KeyboardInterrupt propagates."""
+        while True:
+            with self._lifecycle:
+                serving = self._serving
+            if serving is None or not serving.is_alive():
+                return
+            serving.join(0.5)  # a timeout, so that Ctrl+C is seen
+
     def stop(self) -> None:
         """Stop serving and close every open connection. Safe to call twice."""
         with self._lifecycle:
