@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -206,11 +207,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _query_text(args: argparse.Namespace) -> str:
     """The query options as the user gave them, for the report's About sheet."""
+    if args.command == "demo":
+        return "ccoptout-xl demo (the last 90 days of the built-in sandbox account)"
     parts = []
     for option in ("since", "until", "latest", "tz"):
         value = getattr(args, option, None)
         if value is not None:
-            parts.append(f"--{option} {value}")
+            parts.append(f"--{option} {shlex.quote(str(value))}")
     if args.include_deleted:
         parts.append("--include-deleted")
     if args.dayfirst:

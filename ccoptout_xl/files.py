@@ -24,6 +24,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(descriptor)
     try:
         yield Path(temporary)
+        with open(temporary, "rb+") as written:  # on disk before it replaces anything
+            os.fsync(written.fileno())
         os.chmod(temporary, _mode_for(target))
         replace_file(temporary, target)
     except BaseException:
@@ -37,8 +39,6 @@ def atomic_output(path: str | os.PathLike[str], mode: str = "w", **open_args: An
     """Open a temporary file beside ``path``; on success replace ``path`` with it, on failure delete it."""
     with atomic_path(path) as temporary, open(temporary, mode, **open_args) as handle:
         yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _mode_for(target: Path) -> int:

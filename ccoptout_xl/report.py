@@ -15,6 +15,7 @@ import collections
 import contextlib
 import datetime as dt
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ SOURCE_COMMENT = (
     "Contact: the person unsubscribed; the account cannot email them until they opt back in.\n"
     "Account: the account owner removed them; they can be added back to lists."
 )
-DATE_FORMAT = "yyyy-mm-dd hh:mm"
+DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 DAY_FORMAT = "yyyy-mm-dd"
 NO_REASON = "(no reason given)"
 TOP_REASONS = 10
@@ -73,6 +74,7 @@ class ReportInfo:
     api_calls: int | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    latest: int | None = None  # only the newest N were kept: the rows' own dates are the range covered
     generated_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
 
@@ -95,7 +97,7 @@ class ReportSummary:
         self.last = local if self.last is None or local > self.last else self.last
         self.by_source[optout.opt_out_source or "(unknown)"] += 1
         self.by_day[local.date()] += 1
-        reason = (optout.opt_out_reason or "").strip() or NO_REASON
+        reason = (optout.opt_out_reason or "").strip()[:255] or NO_REASON
         if reason in self.reasons or len(self.reasons) < MAX_DISTINCT_REASONS:
             self.reasons[reason] += 1
         else:
@@ -133,9 +135,8 @@ def write_report(
     summary = ReportSummary()
     try:
         _write_optouts(workbook, optouts, zone, list_names, summary)
-        start = info.since.astimezone(zone).date() if info.since else summary.first and summary.first.date()
-        end = _last_day(info.until, zone) or (summary.last and summary.last.date())
-        summary.bucket(start, end)
+        start, end = _covered(info, summary, zone)
+        summary.bucket(*_charted(start, end, summary, dt.datetime.now(zone).date()))
         _write_summary(workbook, summary, start, end)
         _write_about(workbook, info, summary)
         with atomic_path(path) as temporary:
@@ -146,8 +147,44 @@ def write_report(
     return summary
 
 
+def _covered(info: ReportInfo, summary: ReportSummary, zone: dt.tzinfo) -> tuple[dt.date | None, dt.date | None]:
+    """The local days the report speaks for: the query's range, or the rows' own when only the newest N are kept."""
+    first = summary.first.date() if summary.first else None
+    last = summary.last.date() if summary.last else None
+    if info.latest is not None:
+        return first, last
+    start = _local_day(info.since, zone) if info.since else first
+    if info.until:
+        end = _local_day(info.until - dt.timedelta(microseconds=1), zone)  # until is exclusive
+    else:
+        end = dt.datetime.now(zone).date() if info.since else last
+    return start, end
+
+
+def _charted(
+    start: dt.date | None, end: dt.date | None, summary: ReportSummary, today: dt.date
+) -> tuple[dt.date | None, dt.date | None]:
+    """The per-period table's days: the range covered, without the years before the first opt-out or the future."""
+    if start is None or end is None:
+        return None, None
+    earliest = (summary.first.date() if summary.first else today) - dt.timedelta(days=365)
+    latest = max(summary.last.date() if summary.last else today, today)
+    return max(start, earliest), min(end, latest)
+
+
+def _local_day(moment: dt.datetime, zone: dt.tzinfo) -> dt.date:
+    try:
+        return moment.astimezone(zone).date()
+    except OverflowError:  # within a day of year 1 or 9999
+        return moment.date()
+
+
 def _discard(workbook: Workbook) -> None:
-    """Close a write-only workbook that will not be saved, and delete the temporary files openpyxl made for it."""
+    """Close a write-only workbook that will not be saved, and delete the temporary files openpyxl made for it.
+
+    openpyxl has no public way to abandon a write-only workbook; these calls are guarded, so a change in its
+    internals can only leave a temporary file behind, never fail the caller.
+    """
     for sheet in workbook.worksheets:
         with contextlib.suppress(Exception):
             sheet.close()
@@ -185,6 +222,7 @@ def build_report(
             api_calls=client.stats.calls,
             since=query.since,
             until=query.until,
+            latest=query.latest,
         )
         summary = write_report(result, path, zone=zone, list_names=list_names, info=info)
     finally:
@@ -217,7 +255,7 @@ def _write_optouts(workbook: Workbook, optouts: Iterable[OptOut], zone, list_nam
         local = optout.opt_out_date.astimezone(zone).replace(tzinfo=None)
         when = WriteOnlyCell(sheet, value=local)
         when.number_format = DATE_FORMAT
-        lists = ", ".join(list_names.get(list_id, list_id) for list_id in optout.list_ids)
+        lists = ", ".join(list_names.get(list_id) or list_id for list_id in optout.list_ids)
         sheet.append(
             [
                 _text(sheet, optout.email),
@@ -314,13 +352,36 @@ _HEADER_FILL = PatternFill("solid", fgColor="305496")
 
 
 def _text(sheet, value: str) -> WriteOnlyCell | str:
-    """A cell that is text whatever it starts with (openpyxl would make ``=...`` a formula)."""
-    clean = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)[:EXCEL_TEXT_LIMIT]
+    """A cell that is text whatever it starts with (openpyxl would make ``=...`` a formula), and stays that text.
+
+    Characters XML cannot carry become U+FFFD; ``_x0041_``-like text is escaped, since spreadsheet readers decode
+    it; text is cut to Excel's limit of 32,767 UTF-16 code units without splitting a character.
+    """
+    clean = value
+    if _NEEDS_CARE.search(value):  # rare: most text passes untouched
+        clean = _ESCAPED.sub(r"_x005F\g<0>", _NOT_XML.sub("\ufffd", value))
+    if len(clean) > EXCEL_TEXT_LIMIT // 2:
+        clean = _cut_utf16(clean, EXCEL_TEXT_LIMIT)
     if not clean.startswith("="):
         return clean
     cell = WriteOnlyCell(sheet, value=clean)
     cell.data_type = "s"
     return cell
+
+
+_NOT_XML = re.compile(ILLEGAL_CHARACTERS_RE.pattern + "|[\ud800-\udfff\ufffe\uffff]")
+_ESCAPED = re.compile(r"_x[0-9A-Fa-f]{4}_")
+_NEEDS_CARE = re.compile(f"{_NOT_XML.pattern}|{_ESCAPED.pattern}")
+
+
+def _cut_utf16(text: str, units: int) -> str:
+    """The longest start of ``text`` that fits in ``units`` UTF-16 code units."""
+    used = 0
+    for index, char in enumerate(text):
+        used += 2 if ord(char) > 0xFFFF else 1
+        if used > units:
+            return text[:index]
+    return text
 
 
 def _header(sheet, name: str) -> WriteOnlyCell:
@@ -346,6 +407,8 @@ def _title(sheet, text: str) -> WriteOnlyCell:
 def _day(sheet, day: dt.date | None, number_format: str = DAY_FORMAT) -> WriteOnlyCell | str:
     if day is None:
         return "-"
+    if day.year < 1900:  # Excel has no dates before 1900
+        return day.isoformat()
     cell = WriteOnlyCell(sheet, value=day)
     cell.number_format = number_format
     return cell
@@ -373,10 +436,3 @@ def _next_period(start: dt.date, period: str) -> dt.date:
     if period == "month":
         return (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     return start + dt.timedelta(days=1)
-
-
-def _last_day(until: dt.datetime | None, zone: dt.tzinfo) -> dt.date | None:
-    """The last local day an exclusive ``until`` covers."""
-    if until is None:
-        return None
-    return (until.astimezone(zone) - dt.timedelta(microseconds=1)).date()

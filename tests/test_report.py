@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime as dt
+import itertools
 import os
 import shutil
 import subprocess
@@ -70,7 +72,7 @@ def test_optouts_sheet_is_an_excel_table_newest_first(report: Path, shared_sandb
         assert row[3] == optout.opt_out_date.astimezone(NEW_YORK).replace(tzinfo=None)  # local time, a real date
         assert row[4] == optout.opt_out_source
         assert row[6] == (", ".join(names[i] for i in optout.list_ids) or None)
-    assert all(cell.is_date and cell.number_format == "yyyy-mm-dd hh:mm" for cell in sheet["D"][1:])
+    assert all(cell.is_date and cell.number_format == "yyyy-mm-dd hh:mm:ss" for cell in sheet["D"][1:])
 
 
 def test_text_that_looks_like_a_formula_stays_text(report: Path, shared_sandbox: Sandbox) -> None:
@@ -90,26 +92,58 @@ def test_text_that_looks_like_a_formula_stays_text(report: Path, shared_sandbox:
                 assert b"<f>" not in archive.read(name)  # no formula anywhere
 
 
-def test_summary_counts_equal_the_rows_and_has_a_chart(report: Path, shared_sandbox: Sandbox) -> None:
-    expected = truth(shared_sandbox)
+def summary_tables(rows: list[tuple]) -> dict[str, list[tuple]]:
+    """The Summary sheet's small tables, by their first header cell."""
+    tables: dict[str, list[tuple]] = {}
+    current: list[tuple] | None = None
+    for row in rows:
+        if not row or row[0] is None:
+            current = None
+        elif row[1] == "Opt-outs":
+            current = tables.setdefault(row[0], [])
+        elif current is not None:
+            current.append(row[:2])
+    return tables
+
+
+def test_summary_counts_equal_the_rows_and_has_a_chart(report: Path) -> None:
     book = openpyxl.load_workbook(report)
-    rows = rows_of(book["Summary"])
-    values = {row[0]: row[1] for row in rows if row and row[0] is not None}
-    assert values["Total opt-outs"] == len(expected)
-    by_source = {s: sum(o.opt_out_source == s for o in expected) for s in {o.opt_out_source for o in expected}}
-    assert {source: values[source] for source in by_source} == by_source
-    period_header = next(i for i, row in enumerate(rows) if row[0] in ("Day", "Week starting", "Month"))
-    periods = rows[period_header + 1 :]
-    assert sum(row[1] for row in periods) == len(expected)
-    assert all(isinstance(row[0], dt.datetime) for row in periods)
-    reasons_header = next(i for i, row in enumerate(rows) if row[0] == "Most common reasons")
-    assert rows[reasons_header + 1][1] == max(
-        sum((o.opt_out_reason or "").strip() == r for o in expected)
-        for r in {(o.opt_out_reason or "").strip() for o in expected}
-    )
+    rows = rows_of(book["Opt-outs"])[1:]
+    summary = rows_of(book["Summary"])
+    values = {row[0]: row[1] for row in summary if row and row[0] is not None}
+    tables = summary_tables(summary)
+    assert values["Total opt-outs"] == len(rows)
+    assert dict(tables["Source"]) == dict(collections.Counter(row[4] for row in rows))
+    reasons = collections.Counter((row[5] or "").strip() or "(no reason given)" for row in rows)
+    assert tables["Most common reasons"] == [tuple(pair) for pair in reasons.most_common(10)]
+    # All time, so by month: each month's count is the number of rows dated in it.
+    months = collections.Counter(row[3].replace(day=1, hour=0, minute=0, second=0, microsecond=0) for row in rows)
+    periods = tables["Month"]
+    assert {start: count for start, count in periods if count} == dict(months)
+    assert all(later > earlier for (earlier, _), (later, _) in itertools.pairwise(periods))
     with zipfile.ZipFile(report) as archive:
         chart = archive.read("xl/charts/chart1.xml").decode()
-    assert "<barChart>" in chart and "'Summary'!$B$" in chart
+    first = next(i for i, row in enumerate(summary, start=1) if row[0] == "Month")
+    assert "<barChart>" in chart
+    assert f"<f>'Summary'!B{first}</f>" in chart  # the series' title: its header
+    assert f"'Summary'!$B${first + 1}:$B${first + len(periods)}" in chart  # the counts
+    assert f"'Summary'!$A${first + 1}:$A${first + len(periods)}" in chart  # the periods as categories
+
+
+@pytest.mark.parametrize(
+    ("days", "period"), [(1, "Day"), (62, "Day"), (63, "Week starting"), (731, "Week starting"), (732, "Month")]
+)
+def test_period_follows_the_length_of_the_range(tmp_path: Path, days: int, period: str) -> None:
+    until = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    since = until - dt.timedelta(days=days)
+    optouts = [
+        OptOut(f"id{i}", f"{i}@example.com", "", "", moment, "Contact", None)
+        for i, moment in enumerate((until - dt.timedelta(hours=1), since + dt.timedelta(hours=1)))
+    ]
+    write_report(optouts, tmp_path / "r.xlsx", info=ReportInfo(since=since, until=until))
+    tables = summary_tables(rows_of(openpyxl.load_workbook(tmp_path / "r.xlsx")["Summary"]))
+    assert period in tables
+    assert sum(count for _, count in tables[period]) == 2
 
 
 def test_about_sheet_says_how_it_was_made(report: Path, shared_sandbox: Sandbox) -> None:
@@ -124,7 +158,7 @@ def test_about_sheet_says_how_it_was_made(report: Path, shared_sandbox: Sandbox)
     assert shared_sandbox.token not in str(about)
 
 
-def test_any_text_is_written(tmp_path: Path) -> None:
+def test_any_text_is_written_and_keeps_its_meaning(tmp_path: Path) -> None:
     when = dt.datetime(2026, 5, 1, 12, tzinfo=dt.timezone.utc)
     odd = [
         '=HYPERLINK("http://x","y")',
@@ -132,28 +166,67 @@ def test_any_text_is_written(tmp_path: Path) -> None:
         "x" * 40_000,
         "太多邮件了 ✉️",
         "",
+        "lone \ud800 surrogate and \ufffe \uffff non-characters",
+        "_x0041_ and _x000D_ stay as typed",
+        "😀" * 20_000,
     ]
     optouts = [OptOut(f"id-{i}", f"{i}@example.com", text, "", when, "Contact", text) for i, text in enumerate(odd)]
     path = tmp_path / "odd.xlsx"
     summary = write_report(optouts, path)
     assert summary.total == len(odd)
-    sheet = openpyxl.load_workbook(path)["Opt-outs"]
-    reasons = [row[5] for row in rows_of(sheet)[1:]]
-    assert reasons[0] == odd[0]
-    assert reasons[1] == "bell\ufffd and nul\ufffd and escape\ufffd[31m"
-    assert len(reasons[2]) == 32_767
-    assert reasons[3] == odd[3]
+    rows = rows_of(openpyxl.load_workbook(path)["Opt-outs"])[1:]
+    expected = [
+        odd[0],
+        "bell\ufffd and nul\ufffd and escape\ufffd[31m",
+        "x" * 32_767,
+        odd[3],
+        None,
+        "lone \ufffd surrogate and \ufffd \ufffd non-characters",
+        "_x005F_x0041_ and _x005F_x000D_ stay as typed",  # escaped: Excel and LibreOffice decode _xHHHH_
+        "😀" * 16_383,  # 32,766 UTF-16 units: one more emoji would not fit
+    ]
+    assert [row[5] for row in rows] == expected
+    assert [row[1] for row in rows] == expected  # the first-name column goes through the same path
+    if SOFFICE:  # a reader that decodes the escape, as Excel does, gets the text as it was typed
+        assert libreoffice_rows(path, tmp_path)[6][5] == odd[6]
 
 
-def test_an_empty_report_is_still_a_valid_table(tmp_path: Path) -> None:
+def test_an_empty_report_is_still_a_complete_workbook(tmp_path: Path) -> None:
     path = tmp_path / "empty.xlsx"
     summary = write_report([], path, info=ReportInfo(query="--since today"))
     assert summary.total == 0
     book = openpyxl.load_workbook(path)
     assert book["Opt-outs"].tables[TABLE_NAME].ref == "A1:H2"
+    assert next(row[1] for row in rows_of(book["Summary"]) if row and row[0] == "Total opt-outs") == 0
+    assert next(row[1] for row in rows_of(book["About"]) if row and row[0] == "Query") == "--since today"
+    if SOFFICE:
+        assert libreoffice_rows(path, tmp_path) == []
 
 
-def test_a_failure_midway_leaves_the_previous_file_untouched(tmp_path: Path) -> None:
+def test_a_failure_inside_the_writer_leaves_the_previous_file_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "optouts.xlsx"
+    path.write_bytes(b"the previous report")
+    when = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    optouts = [OptOut(f"id-{i}", f"{i}@example.com", "A", "B", when, "Contact", None) for i in range(1_000)]
+    real_save = openpyxl.Workbook.save
+
+    def save_then_fail(self, filename):  # the disk fills up halfway through the zip
+        real_save(self, filename)
+        Path(filename).write_bytes(Path(filename).read_bytes()[:5_000])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(openpyxl.Workbook, "save", save_then_fail)
+    openpyxl_temporaries = set(Path(tempfile.gettempdir()).glob("openpyxl.*"))
+    with pytest.raises(OSError, match="No space"):
+        write_report(optouts, path)
+    assert path.read_bytes() == b"the previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["optouts.xlsx"]
+    assert set(Path(tempfile.gettempdir()).glob("openpyxl.*")) <= openpyxl_temporaries
+
+
+def test_a_failing_source_of_optouts_leaves_the_previous_file_untouched(tmp_path: Path) -> None:
     path = tmp_path / "optouts.xlsx"
     path.write_bytes(b"the previous report")
     when = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
@@ -164,12 +237,17 @@ def test_a_failure_midway_leaves_the_previous_file_untouched(tmp_path: Path) -> 
                 raise RuntimeError("the network went away")
             yield OptOut(f"id-{i}", f"{i}@example.com", "A", "B", when, "Contact", None)
 
-    openpyxl_temporaries = set(Path(tempfile.gettempdir()).glob("openpyxl.*"))
     with pytest.raises(RuntimeError):
         write_report(optouts(), path)
     assert path.read_bytes() == b"the previous report"
     assert [p.name for p in tmp_path.iterdir()] == ["optouts.xlsx"]
-    assert set(Path(tempfile.gettempdir()).glob("openpyxl.*")) <= openpyxl_temporaries
+
+
+def test_list_ids_without_a_name_are_shown_as_ids(tmp_path: Path) -> None:
+    when = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    optout = OptOut("id", "a@example.com", "", "", when, "Contact", None, list_ids=("L1", "L2", "L3"))
+    write_report([optout], tmp_path / "r.xlsx", list_names={"L1": None, "L2": "News", "L3": ""})
+    assert rows_of(openpyxl.load_workbook(tmp_path / "r.xlsx")["Opt-outs"])[1][6] == "L1, News, L3"
 
 
 def test_a_locked_file_gets_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,6 +282,40 @@ def test_report_bad_input(argv: list[str], needle: str, capsys: pytest.CaptureFi
     assert code == 2 and needle in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "check"),
+    [
+        (["--until", "9999-12-31"], "ends by today"),
+        (["--since", "0001-01-01", "--tz", "UTC"], "starts near the first"),
+        (["--since", "2025-01-01", "--latest", "50"], "the rows' own range"),
+    ],
+)
+def test_extreme_or_partial_ranges_chart_what_is_there(
+    argv: list[str], check: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "r.xlsx"
+    assert main(["report", "--demo", *argv, "-o", str(path)]) == 0, capsys.readouterr().err
+    book = openpyxl.load_workbook(path)
+    dates = [row[3] for row in rows_of(book["Opt-outs"])[1:]]
+    tables = summary_tables(rows_of(book["Summary"]))
+    ((_, periods),) = [(k, v) for k, v in tables.items() if k in ("Day", "Week starting", "Month")]
+    assert sum(count for _, count in periods) == len(dates) > 0
+    assert len(periods) <= 400
+    if check == "ends by today":
+        assert periods[-1][0] <= dt.datetime.now()
+    elif check == "starts near the first":
+        assert periods[0][0] >= min(dates) - dt.timedelta(days=400)
+    else:
+        assert periods[0][0] <= min(dates) and periods[0][1] > 0 and periods[-1][1] > 0
+
+
+def test_default_file_name_is_todays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--demo", "--latest", "5", "--tz", "UTC"]) == 0
+    expected = tmp_path / f"optouts-{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.xlsx"
+    assert str(expected) in capsys.readouterr().out and expected.is_file()
+
+
 def test_demo_writes_the_report_and_says_where(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "ccoptout_xl", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -222,30 +334,38 @@ def test_demo_writes_the_report_and_says_where(tmp_path: Path) -> None:
 SOFFICE = shutil.which("soffice") or shutil.which("libreoffice")
 
 
-@pytest.mark.skipif(SOFFICE is None, reason="LibreOffice (soffice) is not installed")
-def test_libreoffice_reads_the_same_rows(report: Path, shared_sandbox: Sandbox, tmp_path: Path) -> None:
-    profile = tmp_path / "profile"
+def libreoffice_rows(path: Path, folder: Path) -> list[list[str]]:
+    """The Opt-outs sheet as LibreOffice reads it (CSV, UTF-8), without its header."""
+    out = folder / "libreoffice"
     done = subprocess.run(
         [
             SOFFICE,
-            f"-env:UserInstallation=file://{profile}",
+            f"-env:UserInstallation=file://{folder / 'profile'}",
             "--headless",
             "--convert-to",
             "csv:Text - txt - csv (StarCalc):44,34,76",
             "--outdir",
-            str(tmp_path),
-            str(report),
+            str(out),
+            str(path),
         ],
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    with open(tmp_path / "optouts.csv", encoding="utf-8", newline="") as handle:
+    with open(out / (path.stem + ".csv"), encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
-    expected = truth(shared_sandbox)
     assert rows[0] == HEADERS
-    assert [row[7] for row in rows[1:]] == [o.contact_id for o in expected]
-    assert [row[0] for row in rows[1:]] == [o.email for o in expected]
+    return [row for row in rows[1:] if any(row)]
+
+
+@pytest.mark.skipif(SOFFICE is None, reason="LibreOffice (soffice) is not installed")
+def test_libreoffice_reads_the_same_rows(report: Path, shared_sandbox: Sandbox, tmp_path: Path) -> None:
+    rows = libreoffice_rows(report, tmp_path)
+    expected = truth(shared_sandbox)
+    assert [row[7] for row in rows] == [o.contact_id for o in expected]
+    assert [row[0] for row in rows] == [o.email for o in expected]
+    local = [o.opt_out_date.astimezone(NEW_YORK) for o in expected]
+    assert [row[3] for row in rows] == [f"{moment:%Y-%m-%d %H:%M:%S}" for moment in local]
     # Text that looks like a formula arrives as the same text, not as a computed value.
-    assert [row[5] for row in rows[1:]] == [o.opt_out_reason or "" for o in expected]
+    assert [row[5] for row in rows] == [o.opt_out_reason or "" for o in expected]
