@@ -5,11 +5,25 @@
     with Sandbox(AccountSpec(contacts=2000, seed=1)) as sb:
         requests.get(f"{sb.base_url}/contacts", headers={"Authorization": f"Bearer {sb.token}"})
 
+``sb.token`` is an access token of the sandbox's own OAuth 2.0 authorization server at ``sb.auth_url``
+(device flow, authorization code with PKCE, refresh; see ``sb.oauth`` and oauth.py), which is the only
+issuer the API accepts besides an explicit ``Sandbox(token=...)``.
+
 Runtime code uses the standard library only.
 """
 
 from .accounts import GENERATOR_VERSION, Account, AccountSpec
 from .hooks import Fault, RequestRecord
+from .oauth import OAuthServer, TokenRequest
 from .server import Sandbox
 
-__all__ = ["GENERATOR_VERSION", "Account", "AccountSpec", "Fault", "RequestRecord", "Sandbox"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "Account",
+    "AccountSpec",
+    "Fault",
+    "OAuthServer",
+    "RequestRecord",
+    "Sandbox",
+    "TokenRequest",
+]

@@ -31,6 +31,12 @@ class Api:
             "/v3/contact_lists": self.contact_lists,
             "/v3/account/summary": self.account_summary,
         }
+        self._scopes = {
+            "/v3/contacts": "contact_data",
+            "/v3/contacts/counts": "contact_data",
+            "/v3/contact_lists": "contact_data",
+            "/v3/account/summary": "account_read",
+        }
         self._pool: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
@@ -42,6 +48,10 @@ class Api:
         if method != "GET":
             raise ApiError.array(405, "method_not_allowed", f"{method} is not supported on {path}; use GET")
         return 200, route(query, optout_filters)
+
+    def required_scope(self, path: str) -> str | None:
+        """The OAuth scope an access token needs for ``path`` (None for unknown paths, which are 404)."""
+        return self._scopes.get(path)
 
     def close(self) -> None:
         """Close pooled database connections."""

@@ -6,13 +6,15 @@ import random
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import overload
+from typing import NamedTuple, TypeVar, overload
 
 FAULT_KINDS = ("500", "503", "drop", "slow", "malformed")
 DROPPED = 0
 """``RequestRecord.status`` of a request whose connection was closed without an answer."""
 PENDING = -1
 """``RequestRecord.status`` while the request is being answered."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,34 +28,24 @@ class RequestRecord:
     at: float
 
 
-class RequestLog(Sequence[RequestRecord]):
-    """Thread-safe, list-like log of requests since start or the last ``clear()``; equal to a list of records."""
+class RecordList(Sequence[T]):
+    """Thread-safe, list-like, append-only list of records; equal to a list of the same records."""
 
     def __init__(self) -> None:
-        self._records: list[RequestRecord] = []
-        self._generation = 0
+        self._records: list[T] = []
         self._lock = threading.Lock()
 
-    def open(self, record: RequestRecord) -> tuple[int, int]:
-        """Log an arriving request; returns its handle: (generation, 1-based request number)."""
+    def append(self, record: T) -> None:
+        """Add a record at the end."""
         with self._lock:
             self._records.append(record)
-            return self._generation, len(self._records)
-
-    def close(self, handle: tuple[int, int], status: int) -> None:
-        """Set the final status of a logged request (ignored if the log was cleared meanwhile)."""
-        generation, number = handle
-        with self._lock:
-            if generation == self._generation:
-                self._records[number - 1] = replace(self._records[number - 1], status=status)
 
     def clear(self) -> None:
-        """Forget all requests; numbering restarts at 1."""
+        """Forget every record."""
         with self._lock:
             self._records = []
-            self._generation += 1
 
-    def snapshot(self) -> list[RequestRecord]:
+    def snapshot(self) -> list[T]:
         """A copy of the records, oldest first."""
         with self._lock:
             return list(self._records)
@@ -62,19 +54,19 @@ class RequestLog(Sequence[RequestRecord]):
         with self._lock:
             return len(self._records)
 
-    def __iter__(self) -> Iterator[RequestRecord]:
+    def __iter__(self) -> Iterator[T]:
         return iter(self.snapshot())
 
     @overload
-    def __getitem__(self, index: int) -> RequestRecord: ...
+    def __getitem__(self, index: int) -> T: ...
     @overload
-    def __getitem__(self, index: slice) -> list[RequestRecord]: ...
-    def __getitem__(self, index: int | slice) -> RequestRecord | list[RequestRecord]:
+    def __getitem__(self, index: slice) -> list[T]: ...
+    def __getitem__(self, index: int | slice) -> T | list[T]:
         with self._lock:
             return self._records[index]
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, RequestLog):
+        if isinstance(other, RecordList):
             other = other.snapshot()
         if isinstance(other, list):
             return self.snapshot() == other
@@ -83,15 +75,59 @@ class RequestLog(Sequence[RequestRecord]):
     __hash__ = None  # type: ignore[assignment]  # mutable, like a list
 
     def __repr__(self) -> str:
-        return f"RequestLog({self.snapshot()!r})"
+        return f"{type(self).__name__}({self.snapshot()!r})"
+
+
+class RequestHandle(NamedTuple):
+    """Where ``RequestLog.open`` put a request: log generation, position in the log, request number (0: none)."""
+
+    generation: int
+    position: int
+    number: int
+
+
+class RequestLog(RecordList[RequestRecord]):
+    """Every request since start or the last ``clear()``, API and OAuth alike, oldest first.
+
+    API requests are also numbered 1, 2, ... (the numbers ``Fault.at_request`` counts); requests to the
+    authorization server (``/oauth2/...``) are logged but not numbered, so signing in or refreshing a token
+    does not shift which API request a fault hits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._generation = 0
+        self._numbered = 0
+
+    def open(self, record: RequestRecord, numbered: bool = True) -> RequestHandle:
+        """Log an arriving request; its handle carries its request number (0 when not ``numbered``)."""
+        with self._lock:
+            self._records.append(record)
+            if numbered:
+                self._numbered += 1
+            return RequestHandle(self._generation, len(self._records), self._numbered if numbered else 0)
+
+    def close(self, handle: RequestHandle, status: int) -> None:
+        """Set the final status of a logged request (ignored if the log was cleared meanwhile)."""
+        with self._lock:
+            if handle.generation == self._generation:
+                index = handle.position - 1
+                self._records[index] = replace(self._records[index], status=status)
+
+    def clear(self) -> None:
+        """Forget all requests; numbering restarts at 1."""
+        with self._lock:
+            self._records = []
+            self._numbered = 0
+            self._generation += 1
 
 
 @dataclass(frozen=True)
 class Fault:
-    """A failure to inject into matching requests.
+    """A failure to inject into matching API requests (never into the authorization server's).
 
-    A fault matches a request whose path starts with ``path_prefix`` (None: any path). It fires on
-    request number ``at_request`` (1-based, counting every request since start or reset_log) if given,
+    A fault matches an API request whose path starts with ``path_prefix`` (None: any path). It fires on
+    request number ``at_request`` (1-based, counting API requests since start or reset_log) if given,
     and with probability ``rate`` (seeded RNG) if given; with neither, on every matching request.
     Kinds: "500"/"503" answer that status, "drop" closes the connection without an answer, "slow"
     waits ``delay`` seconds then answers normally, "malformed" answers 200 with truncated JSON.

@@ -1,15 +1,15 @@
 """The sandbox HTTP server: a local stand-in for Constant Contact's V3 API.
 
-Each request goes through: auth -> daily quota -> rate window -> faults -> endpoint, then waits
-``latency`` seconds (in its own thread, so concurrent requests are not serialized) and is answered
-with JSON and a Content-Length, over HTTP/1.1 keep-alive. Every request lands in ``Sandbox.requests``.
+Each API request goes through: auth (401) -> scope (403) -> daily quota -> rate window -> faults ->
+endpoint, then waits ``latency`` seconds (in its own thread, so concurrent requests are not serialized)
+and is answered with JSON and a Content-Length, over HTTP/1.1 keep-alive. Requests under
+``/oauth2/default/v1`` go to the authorization server instead (oauth.py, oauth_http.py), with the same
+latency. Every request lands in ``Sandbox.requests``.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
 import logging
 import os
 import secrets
@@ -17,7 +17,7 @@ import socket
 import socketserver
 import threading
 import time
-import uuid
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -28,6 +28,9 @@ from .endpoints import Api
 from .errors import QUOTA_EXCEEDED, THROTTLED, UNAUTHORIZED, ApiError
 from .hooks import DROPPED, PENDING, Fault, FaultSet, RequestLog, RequestRecord
 from .limits import Limits
+from .oauth import SCOPES, OAuthServer
+from .oauth_http import OAUTH_PATH, OAuthRoutes
+from .reply import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +42,16 @@ FAULT_ERRORS = {
 
 
 class Sandbox:
-    """A running (or ready to run) fake V3 API over one synthetic account.
+    """A running (or ready to run) fake V3 API over one synthetic account, with its authorization server.
 
-    ``rate_limit`` (requests per second per token), ``daily_quota`` (per UTC day), ``latency`` (seconds)
+    ``rate_limit`` (requests per second per API key), ``daily_quota`` (per UTC day), ``latency`` (seconds)
     and ``optout_filters`` (False: behave like a server from before optout_after/optout_before existed)
-    can all be changed while serving. None disables a limit.
+    can all be changed while serving. None disables a limit. The API key of a request is the client id
+    of its access token (the real limits are per API key), or the ``token`` given to the constructor.
+
+    The API accepts access tokens issued by ``oauth`` (signed, unexpired by its clock, with the scope
+    the endpoint needs) and, if given, the constructor's ``token`` as is. ``token`` defaults to an
+    access token of the default client with every scope, valid 24 hours from construction.
     """
 
     def __init__(
@@ -66,11 +74,17 @@ class Sandbox:
         self.port = port
         self.latency = latency
         self.optout_filters = optout_filters
-        self.token = token if token is not None else _fake_access_token()
+        summary = self.account.summary()
+        self.oauth = OAuthServer(
+            lambda: self.auth_url, subject=summary["contact_email"], account_id=summary["encoded_account_id"]
+        )
+        self._static_token = token
+        self.token = token if token is not None else self.oauth.access_token()
         self.requests = RequestLog()
         self.faults = FaultSet()
         self._limits = Limits(rate_limit, daily_quota)
         self._api = Api(self.account)
+        self._oauth_routes = OAuthRoutes(self.oauth)
         self._server: _HTTPServer | None = None
         self._serving: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -96,8 +110,9 @@ class Sandbox:
 
     @property
     def quota_used(self) -> int:
-        """Authenticated requests counted today for ``token``."""
-        return self._limits.quota_used(self.token)
+        """Authenticated requests counted today for the API key of ``token``."""
+        key = self._static_token if self._static_token is not None else _client_key(self.oauth.client_id)
+        return self._limits.quota_used(key)
 
     @property
     def base_url(self) -> str:
@@ -107,9 +122,15 @@ class Sandbox:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/v3"
 
+    @property
+    def auth_url(self) -> str:
+        """``http://127.0.0.1:<port>/oauth2/default/v1``: the authorization server (only once started)."""
+        return self.base_url.removesuffix("/v3") + OAUTH_PATH
+
     def reset_log(self) -> None:
-        """Clear the request log; request numbers (for faults) restart at 1."""
+        """Clear the request log and ``oauth.token_requests``; request numbers (for faults) restart at 1."""
         self.requests.clear()
+        self.oauth.token_requests.clear()
 
     def start(self) -> Sandbox:
         """Serve in a background daemon thread."""
@@ -185,14 +206,22 @@ class Sandbox:
         query: dict[str, str] = {}
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             query.setdefault(name, value)
-        if not _discard_body(handler):
+        body = _read_body(handler)
+        if body is None:
             handler.close_connection = True
-        log_handle = self.requests.open(RequestRecord(method, parts.path, query, PENDING, time.time()))
+        oauth = parts.path.startswith(OAUTH_PATH + "/")
+        record = RequestRecord(method, parts.path, query, PENDING, time.time())
+        log_handle = self.requests.open(record, numbered=not oauth)
+        fault: Fault | None = None
         try:
-            status, body, fault = self._decide(handler, method, parts.path, query, log_handle[1])
+            if oauth:
+                authorization = handler.headers.get("Authorization")
+                reply = self._oauth_routes.handle(method, parts.path, query, body or b"", authorization)
+            else:
+                reply, fault = self._decide(handler, method, parts.path, query, log_handle.number)
         except Exception:
             logger.exception("sandbox failed on %s %s", method, handler.path)
-            status, body, fault = 500, [{"error_key": "server.error", "error_message": "Sandbox bug"}], None
+            reply = Reply.json(500, [{"error_key": "server.error", "error_message": "Sandbox bug"}])
         delay = self.latency + (fault.delay if fault is not None and fault.kind == "slow" else 0.0)
         if delay > 0:
             self._stopping.wait(delay)
@@ -204,34 +233,52 @@ class Sandbox:
             except OSError:
                 pass
             return
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         if fault is not None and fault.kind == "malformed":
-            status, text = 200, text[: len(text) // 2]  # a proper prefix of JSON is never valid JSON
-        self.requests.close(log_handle, status)
-        _send(handler, status, text.encode("utf-8"))
+            text = reply.payload.decode("utf-8")  # a proper prefix of JSON is never valid JSON
+            reply = replace(reply, status=200, payload=text[: len(text) // 2].encode("utf-8"))
+        self.requests.close(log_handle, reply.status)
+        _send(handler, reply)
 
     def _decide(
         self, handler: _Handler, method: str, path: str, query: dict[str, str], number: int
-    ) -> tuple[int, Any, Fault | None]:
+    ) -> tuple[Reply, Fault | None]:
         scheme, _, credentials = (handler.headers.get("Authorization") or "").strip().partition(" ")
-        offered = credentials.strip().encode("utf-8", "surrogateescape")  # str compare_digest wants ASCII
-        if scheme.lower() != "bearer" or not secrets.compare_digest(offered, self.token.encode("utf-8")):
-            return 401, UNAUTHORIZED, None
-        if not self._limits.spend_quota(self.token):
-            return 429, QUOTA_EXCEEDED, None
-        if not self._limits.admit(self.token):
-            return 429, THROTTLED, None
+        caller = self._authenticate(credentials.strip()) if scheme.lower() == "bearer" else None
+        if caller is None:
+            return Reply.json(401, UNAUTHORIZED), None
+        key, scopes = caller
+        needed = self._api.required_scope(path)
+        if needed is not None and needed not in scopes:
+            message = f"The access token lacks the {needed} scope that {path} needs."
+            return Reply.json(403, [{"error_key": "forbidden", "error_message": message}]), None
+        if not self._limits.spend_quota(key):
+            return Reply.json(429, QUOTA_EXCEEDED), None
+        if not self._limits.admit(key):
+            return Reply.json(429, THROTTLED), None
         fault = self.faults.pick(number, path)
         if fault is not None and fault.kind in FAULT_ERRORS:
-            key, message = FAULT_ERRORS[fault.kind]
-            return int(fault.kind), [{"error_key": key, "error_message": message}], fault
+            error_key, message = FAULT_ERRORS[fault.kind]
+            return Reply.json(int(fault.kind), [{"error_key": error_key, "error_message": message}]), fault
         if fault is not None and fault.kind == "drop":
-            return DROPPED, None, fault
+            return Reply(DROPPED), fault
         try:
             status, body = self._api.handle(method, path, query, self.optout_filters)
         except ApiError as error:
             status, body = error.status, error.body
-        return status, body, fault
+        return Reply.json(status, body), fault
+
+    def _authenticate(self, offered: str) -> tuple[str, tuple[str, ...]] | None:
+        """(API key, scopes) of a bearer token the API accepts, or None."""
+        if not offered:
+            return None
+        if self._static_token is not None:
+            raw = offered.encode("utf-8", "surrogateescape")  # str compare_digest wants ASCII
+            if secrets.compare_digest(raw, self._static_token.encode("utf-8")):
+                return self._static_token, SCOPES
+        claims = self.oauth.validate(offered)
+        if claims is None:
+            return None
+        return _client_key(claims["cid"]), tuple(claims["scp"])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -256,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # listen backlog: the default 5 drops bursts of connections (1 s SYN retry)
     sandbox: Sandbox
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
@@ -295,30 +343,35 @@ class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
-def _send(handler: _Handler, status: int, payload: bytes) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(payload)))
+def _send(handler: _Handler, reply: Reply) -> None:
+    handler.send_response(reply.status)
+    handler.send_header("Content-Type", reply.content_type)
+    handler.send_header("Content-Length", str(len(reply.payload)))
+    for name, value in reply.headers:
+        handler.send_header(name, value)
     if handler.close_connection:
         handler.send_header("Connection", "close")
     handler.end_headers()
     if handler.command != "HEAD":
-        handler.wfile.write(payload)
+        handler.wfile.write(reply.payload)
 
 
-def _discard_body(handler: _Handler) -> bool:
-    """Read and drop a request body; False if the connection can't be reused afterwards."""
+def _read_body(handler: _Handler) -> bytes | None:
+    """The request body (b"" if none); None if it can't be read, and then the connection can't be reused."""
     if handler.headers.get("Transfer-Encoding"):
-        return False
+        return None
     try:
         length = int(handler.headers.get("Content-Length") or 0)
     except ValueError:
-        return False
-    if length > MAX_REQUEST_BODY:
-        return False
-    if length > 0:
-        handler.rfile.read(length)
-    return True
+        return None
+    if length > MAX_REQUEST_BODY or length < 0:
+        return None
+    return handler.rfile.read(length) if length > 0 else b""
+
+
+def _client_key(client_id: str) -> str:
+    """The rate and quota key of an app's access tokens."""
+    return f"client:{client_id}"
 
 
 def _require_loopback(host: str) -> None:
@@ -330,28 +383,3 @@ def _require_loopback(host: str) -> None:
         loopback = False
     if not loopback:
         raise ValueError(f"the sandbox only listens on a loopback address, not {host!r}")
-
-
-def _fake_access_token() -> str:
-    """A JWT-shaped bearer token (about 800 characters, ``exp`` 24 hours ahead); only its text matters."""
-
-    def part(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-    now = int(time.time())
-    claims = {
-        "ver": 1,
-        "jti": f"AT.{secrets.token_urlsafe(32)}",
-        "iss": "https://identity.constantcontact.com/oauth2/sandbox",
-        "aud": "https://api.cc.email/v3",
-        "iat": now,
-        "exp": now + 86_400,
-        "cid": "ccoptout-xl-sandbox",
-        "uid": secrets.token_hex(10),
-        "scp": ["contact_data", "account_read", "offline_access"],
-        "auth_time": now,
-        "sub": "owner@sandbox-outfitters.example",
-        "platform_user_id": str(uuid.uuid4()),
-    }
-    header = json.dumps({"kid": "sandbox", "alg": "RS256"}).encode()
-    return ".".join((part(header), part(json.dumps(claims).encode()), part(secrets.token_bytes(256))))
