@@ -1,18 +1,34 @@
-"""Where access tokens come from.
+"""Where access tokens come from, and how a stored sign-in stays valid.
 
 The HTTP client asks a *token provider* for the current access token and tells it when the API answered 401.
-For now the token comes from ``CCOPTOUT_ACCESS_TOKEN``; the OAuth sign-in plugs in here later without touching
-the client.
+Providers: :class:`StaticToken` (``CCOPTOUT_ACCESS_TOKEN``, or the sandbox's) and :class:`SignedInTokens` (the
+tokens ``ccoptout-xl login`` stored, refreshed when needed).
+
+Refresh tokens rotate (each is single use), and Excel, its worksheet functions and scheduled command-line runs
+may all need a refresh at the same moment. So refreshing happens under a cross-process file lock: the first
+process refreshes and stores the new refresh token durably before anyone uses the new access token; the others
+wait, read the stored result and reuse it. The token endpoint is called at most once a second.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
+import time
+from pathlib import Path
 from typing import Protocol
 
-from .exceptions import AuthError
+from filelock import FileLock, Timeout
 
+from .config import OAuthApp, config_dir
+from .credentials import SIGN_IN_AGAIN, Tokens, TokenStore, token_store
+from .exceptions import AuthError, SignInRequired
+
+log = logging.getLogger(__name__)
 TOKEN_ENV = "CCOPTOUT_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
+REFRESH_MARGIN = dt.timedelta(minutes=5)
+LOCK_TIMEOUT = 120.0  # seconds to wait for another process's refresh
 
 
 class TokenProvider(Protocol):
@@ -45,12 +61,110 @@ class StaticToken:
         return "StaticToken(<hidden>)"
 
 
-def token_from_environment() -> StaticToken:
-    """The token in ``CCOPTOUT_ACCESS_TOKEN``, or an :class:`AuthError` saying how to provide one."""
+class SignedInTokens:
+    """The stored sign-in of ``app``, refreshed ahead of expiry (from the JWT's ``exp``) and once on a 401."""
+
+    def __init__(
+        self,
+        app: OAuthApp,
+        store: TokenStore,
+        *,
+        lock_path: Path | None = None,
+        margin: dt.timedelta = REFRESH_MARGIN,
+        timeout: float = 30.0,
+    ) -> None:
+        self.app = app
+        self.store = store
+        folder = config_dir()
+        self.lock_path = lock_path or folder / "refresh.lock"
+        self._last_call_path = self.lock_path.with_name("token-endpoint.last")
+        self.margin = margin
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"SignedInTokens(client_id={self.app.client_id!r}, store={self.store.where!r})"
+
+    def access_token(self) -> str:
+        tokens = self._stored()
+        if not tokens.expires_within(self.margin):
+            return tokens.access_token
+        return self.refresh(stale=tokens.access_token)
+
+    def token_rejected(self, token: str) -> bool:
+        return self.refresh(stale=token) != token
+
+    def refresh(self, stale: str | None = None) -> str:
+        """A fresh access token, refreshing only if the stored one is still ``stale`` (or about to expire)."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            with FileLock(self.lock_path, timeout=LOCK_TIMEOUT):
+                tokens = self._stored()  # another process may have refreshed while we waited
+                if tokens.access_token != stale and not tokens.expires_within(self.margin):
+                    return tokens.access_token
+                if not tokens.refresh_token:
+                    raise SignInRequired("The sign-in has expired and cannot be renewed; " + SIGN_IN_AGAIN + ".")
+                fresh = self._call_token_endpoint(tokens.refresh_token)
+                self.store.save(fresh)  # durably, before the new access token is used anywhere
+                log.info("access token refreshed; it expires at %s", fresh.expires_at)
+                return fresh.access_token
+        except Timeout:
+            raise AuthError(
+                f"Waited {LOCK_TIMEOUT:.0f} s for another ccoptout-xl process to renew the sign-in; try again."
+            ) from None
+
+    def _stored(self) -> Tokens:
+        tokens = self.store.load()
+        if tokens is None:
+            raise SignInRequired(f"Not signed in ({self.store.where} holds no sign-in); " + SIGN_IN_AGAIN + ".")
+        return tokens
+
+    def _call_token_endpoint(self, refresh_token: str) -> Tokens:
+        from authlib.integrations.base_client.errors import OAuthError
+
+        from .signin import oauth_session, sign_in_error, within_rate_limit
+
+        self._keep_to_one_call_a_second()
+        session = oauth_session(self.app, timeout=self.timeout)
+        try:
+            body = within_rate_limit(lambda: session.refresh_token(self.app.token_url, refresh_token=refresh_token))
+        except OAuthError as exc:
+            if exc.error == "invalid_grant":
+                self.store.clear()  # it can never work again: don't let every later run fail the same way
+                raise SignInRequired(
+                    "Constant Contact no longer accepts the stored sign-in (it was revoked, expired after 180 "
+                    f"days unused, or used elsewhere); the stored tokens were removed; {SIGN_IN_AGAIN}."
+                ) from None
+            raise sign_in_error(exc) from None
+        finally:
+            self._record_call()
+        return Tokens.from_response(body, previous_refresh=refresh_token)
+
+    def _keep_to_one_call_a_second(self) -> None:
+        """Wait until a second has passed since any process's last token-endpoint call (read under the lock)."""
+        try:
+            last = float(self._last_call_path.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return
+        wait = last + 1.0 - time.time()
+        if 0 < wait <= 1.0:
+            time.sleep(wait)
+
+    def _record_call(self) -> None:
+        try:
+            self._last_call_path.write_text(f"{time.time():.3f}", encoding="ascii")
+        except OSError as exc:
+            log.debug("could not record the token endpoint call: %s", exc)
+
+
+def default_token_provider() -> TokenProvider:
+    """``CCOPTOUT_ACCESS_TOKEN`` if set, else the stored sign-in; an :class:`AuthError` saying how otherwise."""
     token = os.environ.get(TOKEN_ENV, "")
-    if not token.strip():
-        raise AuthError(
-            f"Not signed in: set {TOKEN_ENV} to a Constant Contact access token "
-            "(or try the built-in sandbox with --demo)."
+    if token.strip():
+        return StaticToken(token)
+    app = OAuthApp.load_optional()
+    if app is None:
+        raise SignInRequired(
+            f"Not signed in: run `ccoptout-xl login` (see the README, 'Signing in'), set {TOKEN_ENV}, "
+            "or try the built-in sandbox with --demo."
         )
-    return StaticToken(token)
+    return SignedInTokens(app, token_store(app.client_id))

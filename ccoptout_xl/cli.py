@@ -1,7 +1,7 @@
 """The ``ccoptout-xl`` command line: a thin front end over :mod:`ccoptout_xl.query`.
 
-Exit codes: 0 done; 2 bad input; 3 API or network failure; 4 not signed in or not allowed; 5 daily quota used
-up; 6 the output file could not be written; 130 interrupted.
+Exit codes: 0 done; 2 bad input; 3 API or network failure; 4 not allowed or sign-in failed; 5 daily quota used
+up; 6 the output file could not be written; 7 sign in again (no sign-in, or it was revoked); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -80,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", metavar="FILE", default=DEMO_REPORT, help=f"(default: {DEMO_REPORT})")
     demo.add_argument("--tz", metavar="ZONE", help="time zone for dates (default: this computer's)")
     demo.set_defaults(run=run_demo, since="90d", until=None, latest=None, include_deleted=False, dayfirst=False)
+
+    login = commands.add_parser(
+        "login",
+        parents=[common],
+        help="sign in to Constant Contact (once; the sign-in is kept and renewed)",
+        description="Sign in with the device flow: open the address shown, enter the code, approve. --browser uses "
+        "the authorization code flow with PKCE instead (the browser comes back to this computer).",
+    )
+    login.add_argument("--browser", action="store_true", help="sign in through a browser redirect (PKCE)")
+    login.add_argument("--no-open", action="store_true", help="do not open a browser; just show the address")
+    login.set_defaults(run=run_login)
+    logout = commands.add_parser(
+        "logout", parents=[common], help="forget the stored sign-in", description="Remove the stored tokens."
+    )
+    logout.set_defaults(run=run_logout)
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="show whether you are signed in, to which account, and where the sign-in is kept",
+        description="Show the sign-in's state without renewing it.",
+    )
+    status.set_defaults(run=run_status)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -205,6 +227,91 @@ def run_demo(args: argparse.Namespace) -> int:
     return run_report(args)
 
 
+def run_login(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from .config import OAuthApp
+    from .credentials import token_store
+    from .signin import browser_sign_in, device_sign_in
+
+    app = OAuthApp.load()
+    store = token_store(app.client_id)
+    opener = None if args.no_open else webbrowser.open
+    if args.browser:
+        tokens = browser_sign_in(app, opener=opener or (lambda url: None))
+    else:
+        tokens = device_sign_in(app, opener=opener)
+    store.save(tokens)
+    print(f"Signed in. The sign-in is kept in {store.where}.")
+    name = _account_name(tokens.access_token)
+    if name:
+        print(f"Account: {name}")
+    return 0
+
+
+def run_logout(args: argparse.Namespace) -> int:
+    from .config import OAuthApp
+    from .credentials import token_store
+
+    app = OAuthApp.load()
+    store = token_store(app.client_id)
+    print(
+        f"Signed out; removed the sign-in from {store.where}." if store.clear() else "Not signed in: nothing to remove."
+    )
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """What is known without calling the token endpoint: a refresh is never started from here."""
+    from .config import OAuthApp, config_file
+    from .credentials import token_store
+
+    app = OAuthApp.load_optional()
+    if app is None:
+        print(f"App: not set up (set CCOPTOUT_CLIENT_ID or edit {config_file()}).")
+        print("Signed in: no")
+        return 0
+    store = token_store(app.client_id)
+    tokens = store.load()
+    print(f"App: {app.client_id} ({'confidential' if app.confidential else 'public'}), sign-in server {app.auth_url}")
+    print(f"Sign-in kept in: {store.where}")
+    if tokens is None:
+        print("Signed in: no (run `ccoptout-xl login`)")
+        return 0
+    now = dt.datetime.now(dt.timezone.utc)
+    if tokens.expires_at is None:
+        expiry = "unknown"
+    elif tokens.expires_at > now:
+        expiry = f"{tokens.expires_at:%Y-%m-%d %H:%M} UTC (in {_duration(tokens.expires_at - now)})"
+    else:
+        expiry = f"expired at {tokens.expires_at:%Y-%m-%d %H:%M} UTC; renewed on next use"
+    print("Signed in: yes" + ("" if tokens.refresh_token else " (no refresh token: sign in again when it expires)"))
+    print(f"Access token expires: {expiry}")
+    if tokens.expires_at is None or tokens.expires_at > now:
+        name = _account_name(tokens.access_token)
+        print(f"Account: {name or '(could not be read)'}")
+    return 0
+
+
+def _account_name(access_token: str) -> str | None:
+    """The account's organisation name, with this access token as it is (no refresh); None if it fails."""
+    from .auth import StaticToken
+    from .exceptions import ApiError
+    from .http_client import HTTPClient, RetryPolicy
+
+    try:
+        with Client(HTTPClient.from_environment(StaticToken(access_token), retry=RetryPolicy(attempts=2))) as client:
+            return str(client.account_summary().get("organization_name") or "") or None
+    except ApiError:
+        return None
+
+
+def _duration(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
 def _query_text(args: argparse.Namespace) -> str:
     """The query options as the user gave them, for the report's About sheet."""
     if args.command == "demo":
@@ -251,6 +358,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
         ) from None
     print(f"Sandbox API: {sandbox.base_url}")
     print(f"Token:       {sandbox.token}")
+    print(f"Sign-in:     {sandbox.auth_url} (client id {sandbox.oauth.client_id}; approve in the browser page)")
     print(
         f"Try:  CCOPTOUT_API_URL={sandbox.base_url} CCOPTOUT_ACCESS_TOKEN={sandbox.token} ccoptout-xl fetch --latest 20"
     )

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import TokenProvider, token_from_environment
+from .auth import TokenProvider, default_token_provider
 from .exceptions import MalformedResponse
 from .http_client import CallStats, HTTPClient
 
@@ -51,7 +51,7 @@ class Client:
     @classmethod
     def from_environment(cls, tokens: TokenProvider | None = None, **kwargs: Any) -> Client:
         """A client configured from the environment (see the README's "Environment variables")."""
-        return cls(HTTPClient.from_environment(tokens or token_from_environment(), **kwargs))
+        return cls(HTTPClient.from_environment(tokens or default_token_provider(), **kwargs))
 
     def close(self) -> None:
         self.http.close()

@@ -50,6 +50,16 @@ class AuthError(ApiError):
     exit_code = 4
 
 
+class SignInFailed(AuthError):
+    """Signing in did not complete: refused in the browser, the code expired, the app is misconfigured."""
+
+
+class SignInRequired(AuthError):
+    """The stored sign-in is gone, revoked, expired or damaged: the user must run ``ccoptout-xl login`` again."""
+
+    exit_code = 7
+
+
 class QuotaExceeded(ApiError):
     """HTTP 429 ``quota_exceeded``: the daily request quota is used up until 00:00 UTC."""
 

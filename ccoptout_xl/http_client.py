@@ -19,15 +19,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from . import __version__
-from .auth import TokenProvider
 from .exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
 from .formats import plural
+
+if TYPE_CHECKING:
+    from .auth import TokenProvider
 
 log = logging.getLogger(__name__)
 

@@ -33,15 +33,34 @@ def truth(sandbox: Sandbox, *, include_deleted: bool = False) -> list[OptOut]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def sandbox_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Generated accounts go to this run's temporary folder, not the user's cache (tests make many)."""
-    previous = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("sandbox-cache"))
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing of the user's: generated accounts, config and sign-in go to this run's temporary folders, and the
+    system keyring is never touched (a test double stands in for it where a test needs one)."""
+    settings = {
+        CACHE_ENV: str(tmp_path_factory.mktemp("sandbox-cache")),
+        "CCOPTOUT_CONFIG_DIR": str(tmp_path_factory.mktemp("config")),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    cleared = [
+        "CCOPTOUT_CLIENT_ID",
+        "CCOPTOUT_CLIENT_SECRET",
+        "CCOPTOUT_AUTH_URL",
+        "CCOPTOUT_REDIRECT_URI",
+        "CCOPTOUT_ACCESS_TOKEN",
+        "CCOPTOUT_API_URL",
+        "CCOPTOUT_TOKEN_STORE",
+        "CCOPTOUT_RATE_LIMIT",
+    ]
+    previous = {name: os.environ.get(name) for name in [*settings, *cleared]}
+    for name in cleared:
+        os.environ.pop(name, None)
+    os.environ.update(settings)
     yield
-    if previous is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

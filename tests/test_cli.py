@@ -142,10 +142,10 @@ def test_a_proxy_setting_never_sees_loopback_traffic(api: Sandbox, capsys, monke
     assert len(json.loads(out)) == 2
 
 
-def test_missing_token_is_exit_4(api: Sandbox, capsys, monkeypatch) -> None:
+def test_not_signed_in_is_exit_7(api: Sandbox, capsys, monkeypatch) -> None:
     monkeypatch.delenv("CCOPTOUT_ACCESS_TOKEN")
     code, _, err = run_cli(capsys, "fetch")
-    assert code == 4 and "CCOPTOUT_ACCESS_TOKEN" in err and err.count("\n") == 1
+    assert code == 7 and "ccoptout-xl login" in err and "CCOPTOUT_ACCESS_TOKEN" in err and err.count("\n") == 1
 
 
 def test_rejected_token_is_exit_4_and_not_echoed(api: Sandbox, capsys, monkeypatch) -> None:

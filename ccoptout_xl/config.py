@@ -1,0 +1,109 @@
+"""Where ccoptout-xl keeps its settings and sign-in, and which Constant Contact app it signs in with.
+
+The app (created once in Constant Contact's developer portal, see the README's "Signing in") is read from the
+environment first, then from ``config.ini`` in the user's config folder:
+
+    [oauth]
+    client_id = 1a2b3c...
+    # client_secret = ...   (only for a confidential app)
+    # redirect_uri = http://localhost:8765/callback
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from .exceptions import ConfigError
+from .http_client import is_loopback, validate_base_url
+
+APP_NAME = "ccoptout-xl"
+CONFIG_DIR_ENV = "CCOPTOUT_CONFIG_DIR"
+DEFAULT_AUTH_URL = "https://authz.constantcontact.com/oauth2/default/v1"
+DEFAULT_REDIRECT_URI = "http://localhost:8765/callback"
+SCOPES = ("contact_data", "offline_access", "account_read")
+
+
+def config_dir() -> Path:
+    """``$CCOPTOUT_CONFIG_DIR``, else the user's config folder (e.g. ``~/.config/ccoptout-xl``)."""
+    return Path(os.environ.get(CONFIG_DIR_ENV) or platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def config_file() -> Path:
+    return config_dir() / "config.ini"
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """The Constant Contact app ccoptout-xl signs in as, and the authorization server's addresses."""
+
+    client_id: str
+    client_secret: str | None = None
+    auth_url: str = DEFAULT_AUTH_URL
+    redirect_uri: str = DEFAULT_REDIRECT_URI
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "auth_url", validate_base_url(self.auth_url))
+        redirect = urlsplit(self.redirect_uri)
+        if redirect.scheme != "http" or not redirect.hostname or not is_loopback(redirect.hostname):
+            raise ConfigError(
+                f"The redirect URI {self.redirect_uri!r} must be http://localhost:PORT/PATH (or 127.0.0.1): "
+                "the browser sign-in listens on this computer only."
+            )
+
+    @property
+    def confidential(self) -> bool:
+        return bool(self.client_secret)
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.auth_url}/token"
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.auth_url}/authorize"
+
+    @property
+    def device_url(self) -> str:
+        return f"{self.auth_url}/device/authorize"
+
+    @classmethod
+    def load(cls) -> OAuthApp:
+        """The app from the environment or ``config.ini``; a :class:`ConfigError` saying how if there is none."""
+        app = cls.load_optional()
+        if app is None:
+            raise ConfigError(
+                f"No Constant Contact app is set up: set CCOPTOUT_CLIENT_ID, or put client_id under [oauth] in "
+                f"{config_file()} (see the README, 'Signing in')."
+            )
+        return app
+
+    @classmethod
+    def load_optional(cls) -> OAuthApp | None:
+        settings = _file_settings()
+        client_id = os.environ.get("CCOPTOUT_CLIENT_ID") or settings.get("client_id")
+        if not client_id:
+            return None
+        return cls(
+            client_id=client_id.strip(),
+            client_secret=(os.environ.get("CCOPTOUT_CLIENT_SECRET") or settings.get("client_secret") or None),
+            auth_url=os.environ.get("CCOPTOUT_AUTH_URL") or settings.get("auth_url") or DEFAULT_AUTH_URL,
+            redirect_uri=(
+                os.environ.get("CCOPTOUT_REDIRECT_URI") or settings.get("redirect_uri") or DEFAULT_REDIRECT_URI
+            ),
+        )
+
+
+def _file_settings() -> dict[str, str]:
+    path = config_file()
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path}: {str(exc).splitlines()[0]}. Fix or delete the file.") from None
+    return dict(parser["oauth"]) if parser.has_section("oauth") else {}
