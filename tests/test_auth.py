@@ -292,7 +292,8 @@ def test_keyring_keeps_three_small_entries_refresh_token_first(sandbox: Sandbox,
         store.save(tokens)
         client_id = sandbox.oauth.client_id
         assert memory.writes == [f"{client_id}:refresh", f"{client_id}:access", f"{client_id}:details"]
-        assert all(len(value.encode()) < 2_560 for value in memory.entries.values())  # Windows' limit per entry
+        # Windows keeps each entry as UTF-16 and caps it at 2,560 bytes.
+        assert all(len(value.encode("utf-16-le")) <= 2_560 for value in memory.entries.values())
         assert store.load() == tokens
         assert store.clear() and memory.entries == {}
     finally:
