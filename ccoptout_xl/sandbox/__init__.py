@@ -9,6 +9,10 @@
 (device flow, authorization code with PKCE, refresh; see ``sb.oauth`` and oauth.py), which is the only
 issuer the API accepts besides an explicit ``Sandbox(token=...)``.
 
+``sb.account.opt_out(count=25)``, ``sb.account.resubscribe(ids)`` and ``sb.account.delete(ids)`` change
+the served account (in a private copy: other sandboxes on the same spec are unaffected) for tests of
+incremental sync.
+
 Runtime code uses the standard library only.
 """
 

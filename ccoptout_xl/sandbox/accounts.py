@@ -2,6 +2,12 @@
 
 The database holds instants relative to the anchor, so it does not depend on the anchor and the cache
 key leaves it out: a 1,000,000-contact account built once serves every later run, whatever "now" is.
+
+The cached database is shared by every account opened on the same spec and is never written after it
+is built. ``Account.opt_out``, ``resubscribe`` and ``delete`` change one account while it is served: the
+first change copies the database to a private temporary file, and from then on every reader (the API's
+connections, ``contacts()``, ``counts()``...) uses that copy, in WAL mode so that reads and the change
+never block each other. ``close()`` discards the copy (and the changes) and goes back to the cache.
 """
 
 from __future__ import annotations
@@ -11,23 +17,42 @@ import json
 import math
 import os
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import generator
-from .render import CONTACT_COLUMNS, DELETED_OFFSET, EASTERN_STYLE, PERMISSIONS, contact_json, format_instant
+from .render import (
+    CONTACT_COLUMNS,
+    DELETED_OFFSET,
+    EASTERN_STYLE,
+    PERMISSIONS,
+    UNSUBSCRIBED,
+    contact_json,
+    format_instant,
+)
 
 GENERATOR_VERSION = "5"
 """Bump whenever generated data changes: it is part of the cache key."""
 
 CACHE_ENV = "CCOPTOUT_SANDBOX_CACHE"
 NEW_SUBSCRIBER_WINDOW_MS = 30 * 24 * 3600 * 1000
+OPT_OUT_SOURCES = ("Contact", "Account")
+MAX_REASON_LENGTH = 255
+ACTIVE_STATES = (0, 1)  # explicit, implicit
+_LISTS_SQL = (
+    "SELECT list_id, name, description, favorite, created, updated, members_all, members_active FROM lists ORDER BY bit"
+)
+# What a change needs to know about a contact.
+_CHANGE_COLUMNS = "seq, contact_id, state, style, lists, email_updated, opt_out"
 
 
 @dataclass(frozen=True)
@@ -75,8 +100,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "ccoptout-xl-sandbox")
 
 
+@dataclass(frozen=True)
+class _LiveCopy:
+    """An account's private, writable copy of its database (see ``Account._go_live``)."""
+
+    path: Path
+    writer: sqlite3.Connection
+    discard: weakref.finalize
+
+
 class Account:
-    """A generated account, read-only. Also the ground truth that tests compare the API with."""
+    """A generated account, and the ground truth that tests compare the API with.
+
+    Read-only on the shared cache until ``opt_out``, ``resubscribe`` or ``delete`` changes it (see the module
+    docstring); every method is thread-safe, and a change is visible to every reader once the call returns.
+    """
 
     def __init__(self, spec: AccountSpec, path: Path) -> None:
         self.spec = spec
@@ -85,20 +123,24 @@ class Account:
         self.anchor_ms = int(self.anchor.timestamp()) * 1000
         self.name = f"Sandbox Outfitters (seed {spec.seed})"
         self.cursor_secret = hashlib.sha256(f"cursor:{spec.cache_key}:{self.anchor_ms}".encode()).digest()
+        self._counts: tuple[int, dict[str, int]] | None = None  # (data version, counts)
+        self._lock = threading.Lock()  # the counts cache
+        self._write_lock = threading.RLock()  # changes, one at a time
+        self._file_lock = threading.Lock()  # _live and _generation, read together
+        self._live: _LiveCopy | None = None
+        self._generation = 0
+        self._version = 0  # data version of the latest change; the cached database is version 0
         conn = self.connect()
         try:
-            rows = conn.execute(
-                "SELECT list_id, name, description, favorite, created, updated, members_all, members_active"
-                " FROM lists ORDER BY bit"
-            ).fetchall()
+            rows = conn.execute(_LISTS_SQL).fetchall()
             meta = dict(conn.execute("SELECT name, value FROM meta"))
         finally:
             conn.close()
+        self._base_lists = rows
         self._lists = rows
         self.list_ids: tuple[str, ...] = tuple(r[0] for r in rows)
+        # Changes never touch ``created`` or ``seq``, so this stays true.
         self.created_in_seq_order = meta.get("created_in_seq_order") == "1"
-        self._counts: dict[str, int] | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, spec: AccountSpec, db_path: str | os.PathLike[str] | None = None) -> Account:
@@ -109,13 +151,48 @@ class Account:
             build(spec, path)
         return cls(spec, path)
 
+    def __enter__(self) -> Account:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def changed(self) -> bool:
+        """True once a change gave the account its private copy (until ``close``)."""
+        return self._live is not None
+
+    @property
+    def generation(self) -> int:
+        """Bumps whenever readers must switch database files: connections of an older generation are stale."""
+        return self._generation
+
     def connect(self) -> sqlite3.Connection:
-        """A new read-only connection, usable from any thread (one thread at a time)."""
-        uri = f"{self.path.as_uri()}?mode=ro&immutable=1"
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        """A new read-only connection to the current data, usable from any thread (one thread at a time)."""
+        return self.open_reader()[0]
+
+    def open_reader(self) -> tuple[sqlite3.Connection, int]:
+        """A read-only connection to the current data, and the ``generation`` it belongs to."""
+        with self._file_lock:
+            live, generation = self._live, self._generation
+            if live is None:
+                uri = f"{self.path.as_uri()}?mode=ro&immutable=1"
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(f"{live.path.as_uri()}?mode=rw", uri=True, check_same_thread=False, timeout=10.0)
+                conn.execute("PRAGMA query_only = 1")
         conn.execute("PRAGMA mmap_size = 1073741824")
         conn.execute("PRAGMA cache_size = -16384")
-        return conn
+        return conn, generation
+
+    @staticmethod
+    def data_version(conn: sqlite3.Connection) -> int:
+        """The data version ``conn`` sees (in its current transaction): 0 for the cached data, then one up per change.
+
+        Results cached under a data version (counts) stay true for that version.
+        """
+        row = conn.execute("SELECT value FROM meta WHERE name = 'data_version'").fetchone()
+        return int(row[0]) if row else 0
 
     def contacts(self) -> Iterator[dict[str, Any]]:
         """Every contact (deleted ones too) in API order, as ``ContactResource`` with list_memberships."""
@@ -127,7 +204,11 @@ class Account:
             conn.close()
 
     def lifecycles(self) -> Iterator[tuple[str, str]]:
-        """(contact_id, lifecycle) pairs, e.g. "resubscribed" or "unsubscribed_recently" (see generator)."""
+        """(contact_id, lifecycle) pairs, e.g. "resubscribed" or "unsubscribed_recently" (see generator).
+
+        A change sets the lifecycle it implies: "unsubscribed_recently" (or "_long_ago", for an opt-out dated more
+        than 30 days before the anchor), "resubscribed", "deleted" or "deleted_unsubscribed".
+        """
         conn = self.connect()
         try:
             for contact_id, lifecycle in conn.execute("SELECT contact_id, lifecycle FROM contacts ORDER BY seq"):
@@ -152,32 +233,267 @@ class Account:
             result.append(item)
         return result
 
-    def counts(self, new_subscriber: bool = False) -> dict[str, int]:
-        """``ContactsCounts``: non-deleted contacts per permission (new_subscriber: created in 30 days)."""
-        with self._lock:
-            if self._counts is None:
-                conn = self.connect()
-                try:
-                    per_state = dict(conn.execute("SELECT state, COUNT(*) FROM contacts GROUP BY state"))
-                    (new,) = conn.execute(
-                        "SELECT COUNT(*) FROM contacts WHERE created > ? AND state < ?",
-                        (-NEW_SUBSCRIBER_WINDOW_MS, DELETED_OFFSET),
-                    ).fetchone()
-                finally:
-                    conn.close()
-                by_name = {name: per_state.get(code, 0) for code, name in enumerate(PERMISSIONS)}
-                self._counts = {
-                    "total": sum(v for k, v in per_state.items() if k < DELETED_OFFSET),
-                    "explicit": by_name["explicit"],
-                    "implicit": by_name["implicit"],
-                    "pending": by_name["pending_confirmation"],
-                    "unsubscribed": by_name["unsubscribed"],
-                    "new_subscriber": new,
-                }
-            counts = dict(self._counts)
+    def counts(self, new_subscriber: bool = False, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+        """``ContactsCounts``: non-deleted contacts per permission (new_subscriber: created in 30 days).
+
+        ``conn``: read with this connection (in the caller's transaction) instead of a new one.
+        """
+        own = conn is None
+        if conn is None:
+            conn = self.connect()
+            conn.execute("BEGIN")  # one snapshot for the version and the counts
+        try:
+            version = self.data_version(conn)
+            with self._lock:
+                if self._counts is None or self._counts[0] != version:
+                    self._counts = (version, self._count(conn))
+                counts = dict(self._counts[1])
+        finally:
+            if own:
+                conn.close()
         if not new_subscriber:
             del counts["new_subscriber"]
         return counts
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection) -> dict[str, int]:
+        per_state = dict(conn.execute("SELECT state, COUNT(*) FROM contacts GROUP BY state"))
+        (new,) = conn.execute(
+            "SELECT COUNT(*) FROM contacts WHERE created > ? AND state < ?",
+            (-NEW_SUBSCRIBER_WINDOW_MS, DELETED_OFFSET),
+        ).fetchone()
+        by_name = {name: per_state.get(code, 0) for code, name in enumerate(PERMISSIONS)}
+        return {
+            "total": sum(v for k, v in per_state.items() if k < DELETED_OFFSET),
+            "explicit": by_name["explicit"],
+            "implicit": by_name["implicit"],
+            "pending": by_name["pending_confirmation"],
+            "unsubscribed": by_name["unsubscribed"],
+            "new_subscriber": new,
+        }
+
+    # --- changes ---------------------------------------------------------------------------------------
+
+    def opt_out(
+        self,
+        count: int | None = None,
+        *,
+        contact_ids: Iterable[str] | None = None,
+        at: datetime | None = None,
+        source: str = "Contact",
+        reason: str | None = "Too many emails",
+    ) -> list[str]:
+        """Opt contacts out; returns their ids. Give ``count`` or ``contact_ids``, not both.
+
+        ``count``: the first ``count`` active (explicit or implicit, not deleted) contacts in seq order whose
+        email address was last updated at or before ``at``; ValueError if there are fewer. ``contact_ids``: any
+        contacts neither deleted nor already unsubscribed, in the order given.
+
+        Each becomes "unsubscribed" with opt_out_source ``source`` ("Contact" or "Account"), opt_out_reason
+        ``reason`` (None: absent) and opt_out_date ``at`` (aware; default now, the real time, not the anchor),
+        truncated to the millisecond, or to the second for contacts in the -05:00 style, which has no
+        milliseconds. The email address's updated_at becomes the opt-out date; the contact's own updated_at
+        does not move (as on the real service).
+        """
+        if (count is None) == (contact_ids is None):
+            raise ValueError("give either count or contact_ids")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise ValueError(f"count must be an integer >= 0, got {count!r}")
+        if source not in OPT_OUT_SOURCES:
+            raise ValueError(f"source must be one of {', '.join(OPT_OUT_SOURCES)}, got {source!r}")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH):
+            raise ValueError(f"reason must be None or a string of at most {MAX_REASON_LENGTH} characters")
+        at_ms = _epoch_ms(at)
+        ids = None if contact_ids is None else _id_list(contact_ids)
+
+        def apply(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if ids is None:
+                rows = conn.execute(
+                    f"SELECT {_CHANGE_COLUMNS} FROM contacts"
+                    f" WHERE state IN ({', '.join('?' * len(ACTIVE_STATES))}) AND email_updated <= ?"
+                    " ORDER BY seq LIMIT ?",
+                    (*ACTIVE_STATES, at_ms // 1000 * 1000 - self.anchor_ms, count),
+                ).fetchall()
+                if len(rows) < count:
+                    raise ValueError(f"only {len(rows)} active contacts can opt out at {at_ms} ms, not {count}")
+            else:
+                rows = self._select(conn, ids)
+                for row in rows:
+                    if row[2] >= DELETED_OFFSET or row[2] == UNSUBSCRIBED:
+                        state = "deleted" if row[2] >= DELETED_OFFSET else "already unsubscribed"
+                        raise ValueError(f"contact {row[1]} is {state}")
+            updates = []
+            for row in rows:
+                stamp = self._stamp(at_ms, row)
+                lifecycle = (
+                    generator.UNSUBSCRIBED_RECENTLY
+                    if stamp > -generator.RECENT_WINDOW
+                    else generator.UNSUBSCRIBED_LONG_AGO
+                )
+                updates.append((UNSUBSCRIBED, UNSUBSCRIBED, stamp, source, reason, stamp, lifecycle, row[0]))
+            conn.executemany(
+                "UPDATE contacts SET permission = ?, state = ?, opt_out = ?, opt_out_source = ?,"
+                " opt_out_reason = ?, email_updated = ?, lifecycle = ? WHERE seq = ?",
+                updates,
+            )
+            return [(row, UNSUBSCRIBED) for row in rows]
+
+        return self._change(apply, empty=count == 0 or ids == [])
+
+    def resubscribe(self, contact_ids: Iterable[str], *, at: datetime | None = None) -> list[str]:
+        """Opted-out (and not deleted) contacts opt back in, at ``at`` (default now); returns their ids.
+
+        Like on the real service, they become "explicit" (opt_in_source "Contact", confirmed) and lose
+        opt_out_source, opt_out_date and opt_out_reason, so they leave status=unsubscribed results and
+        optout_after/optout_before windows. opt_in_date and the email address's updated_at become ``at``;
+        the contact's own updated_at does not move.
+        """
+        at_ms = _epoch_ms(at)
+        ids = _id_list(contact_ids)
+
+        def apply(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            rows = self._select(conn, ids)
+            for row in rows:
+                if row[2] != UNSUBSCRIBED:
+                    raise ValueError(f"contact {row[1]} is not an opted-out contact that is not deleted")
+            explicit = PERMISSIONS.index("explicit")
+            updates = []
+            for row in rows:
+                stamp = self._stamp(at_ms, row)
+                updates.append((explicit, explicit, stamp, stamp, generator.RESUBSCRIBED, row[0]))
+            conn.executemany(
+                "UPDATE contacts SET permission = ?, state = ?, opt_out = NULL, opt_out_source = NULL,"
+                " opt_out_reason = NULL, opt_in = ?, opt_in_source = 'Contact', confirm_status = 'confirmed',"
+                " email_updated = ?, lifecycle = ? WHERE seq = ?",
+                updates,
+            )
+            return [(row, explicit) for row in rows]
+
+        return self._change(apply, empty=not ids)
+
+    def delete(self, contact_ids: Iterable[str], *, at: datetime | None = None) -> list[str]:
+        """Delete contacts (not yet deleted); deleted_at is the UTC date of ``at`` (default now, so today).
+
+        They keep their permission and any opt-out data, and show only under status=deleted (or all).
+        """
+        at_ms = _epoch_ms(at)
+        ids = _id_list(contact_ids)
+
+        def apply(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            rows = self._select(conn, ids)
+            for row in rows:
+                if row[2] >= DELETED_OFFSET:
+                    raise ValueError(f"contact {row[1]} is already deleted")
+            conn.executemany(
+                "UPDATE contacts SET state = ?, deleted = ?, lifecycle = ? WHERE seq = ?",
+                [
+                    (
+                        row[2] + DELETED_OFFSET,
+                        self._stamp(at_ms, row),
+                        generator.DELETED if row[6] is None else generator.DELETED_UNSUBSCRIBED,
+                        row[0],
+                    )
+                    for row in rows
+                ],
+            )
+            return [(row, row[2] + DELETED_OFFSET) for row in rows]
+
+        return self._change(apply, empty=not ids)
+
+    def close(self) -> None:
+        """Discard the changes, if any: delete the private copy and read the shared cache again. Idempotent.
+
+        The account stays usable (a later change starts a new copy). Close connections from ``connect``
+        that read the copy first: on Windows its files cannot be deleted while open (they are left behind).
+        """
+        with self._write_lock:
+            live = self._live
+            if live is None:
+                return
+            with self._file_lock:
+                self._live = None
+                self._generation += 1
+            self._lists = self._base_lists
+            live.discard()
+
+    def _stamp(self, at_ms: int, row: tuple[Any, ...]) -> int:
+        """``at`` relative to the anchor, in the contact's precision; never before its email's last update.
+
+        ``row``: the contact's _CHANGE_COLUMNS.
+        """
+        _seq, contact_id, _state, style, _lists, email_updated, _opt_out = row
+        if style == EASTERN_STYLE:
+            at_ms = at_ms // 1000 * 1000
+        stamp = at_ms - self.anchor_ms
+        if stamp < email_updated:
+            when = format_instant(self.anchor_ms + email_updated, style)
+            raise ValueError(f"contact {contact_id}: {format_instant(at_ms, style)} is before its last change ({when})")
+        return stamp
+
+    @staticmethod
+    def _select(conn: sqlite3.Connection, ids: list[str]) -> list[tuple[Any, ...]]:
+        """The contacts with these ids, in that order (one scan: contact_id has no index); ValueError if unknown."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (contact_id TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.wanted")
+        conn.executemany("INSERT INTO temp.wanted VALUES (?)", [(i,) for i in ids])
+        found = {
+            row[1]: row
+            for row in conn.execute(
+                f"SELECT {_CHANGE_COLUMNS} FROM contacts WHERE contact_id IN (SELECT contact_id FROM temp.wanted)"
+            )
+        }
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ValueError(f"no such contact: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        return [found[i] for i in ids]
+
+    def _change(
+        self, apply: Callable[[sqlite3.Connection], list[tuple[tuple[Any, ...], int]]], empty: bool
+    ) -> list[str]:
+        """Run ``apply`` (which updates contacts and returns (row, new state) pairs) in one write transaction."""
+        if empty:
+            return []
+        with self._write_lock:
+            live = self._live if self._live is not None else self._go_live()
+            conn = live.writer
+            version = self._version + 1
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                moves = apply(conn)
+                _move_members(conn, [(row[4], row[2], new_state) for row, new_state in moves], len(self.list_ids))
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'data_version'", (str(version),))
+                lists = conn.execute(_LISTS_SQL).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._version = version
+            self._lists = lists
+        return [row[1] for row, _ in moves]
+
+    def _go_live(self) -> _LiveCopy:
+        """Copy the shared database to a private temporary file and switch every reader to it."""
+        directory = Path(tempfile.mkdtemp(prefix="ccoptout-sandbox-changes-"))
+        path = directory / "account.sqlite3"
+        try:
+            shutil.copyfile(self.path, path)
+            writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                writer.execute("PRAGMA journal_mode = WAL")
+                writer.execute("PRAGMA synchronous = OFF")  # a throwaway file
+                writer.execute("PRAGMA busy_timeout = 10000")
+                writer.execute("INSERT OR REPLACE INTO meta VALUES ('data_version', '0')")  # still the cached data
+            except BaseException:
+                writer.close()
+                raise
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        live = _LiveCopy(path, writer, weakref.finalize(self, _discard, writer, directory))
+        with self._file_lock:
+            self._live = live
+            self._generation += 1
+        return live
 
     def summary(self, extra_fields: tuple[str, ...] = ()) -> dict[str, Any]:
         """The account owner's ``Customer`` record; extra_fields may add physical_address, company_logo."""
@@ -211,6 +527,55 @@ class Account:
                 "internal_id": "ACCOUNT.IMAGE.1",
             }
         return body
+
+
+def _epoch_ms(at: datetime | None) -> int:
+    """An aware instant (default: now) as epoch milliseconds, truncated."""
+    if at is None:
+        return time.time_ns() // 1_000_000
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("at must be an aware datetime")
+    delta = at - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _id_list(contact_ids: Iterable[str]) -> list[str]:
+    """Contact ids as a list without repeats, in the order given."""
+    if isinstance(contact_ids, (str, bytes)):
+        raise TypeError("contact_ids must be a list of contact ids, not one string")
+    ids = list(dict.fromkeys(contact_ids))
+    if not all(isinstance(i, str) for i in ids):
+        raise TypeError("contact ids must be strings")
+    return ids
+
+
+def _move_members(conn: sqlite3.Connection, moves: list[tuple[int, int, int]], bits: int) -> None:
+    """Keep lists.members_all (not deleted) and members_active (explicit, implicit) true after state changes.
+
+    ``moves``: (lists mask, old state, new state) per changed contact.
+    """
+    members_all = [0] * bits
+    members_active = [0] * bits
+    for mask, old, new in moves:
+        d_all = (new < DELETED_OFFSET) - (old < DELETED_OFFSET)
+        d_active = (new in ACTIVE_STATES) - (old in ACTIVE_STATES)
+        if d_all or d_active:
+            for bit in range(bits):
+                if mask >> bit & 1:
+                    members_all[bit] += d_all
+                    members_active[bit] += d_active
+    conn.executemany(
+        "UPDATE lists SET members_all = members_all + ?, members_active = members_active + ? WHERE bit = ?",
+        [(members_all[b], members_active[b], b) for b in range(bits) if members_all[b] or members_active[b]],
+    )
+
+
+def _discard(writer: sqlite3.Connection, directory: Path) -> None:
+    """Close an account's private copy and delete it (also run at exit for accounts never closed)."""
+    try:
+        writer.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def build(spec: AccountSpec, path: Path) -> None:

@@ -8,6 +8,12 @@ clients must handle both, and this is the harder case.)
 
 The cursor carries every filter, ``limit``, ``include``, ``include_count`` and the last ``seq`` seen
 (keyset, not offset); a request with ``cursor`` ignores all its other parameters.
+
+When the account changes while a client pages (``Account.opt_out``, ``resubscribe``, ``delete``), an open
+cursor stays valid and each later page is evaluated against the data as it is then: contacts after the
+cursor's position appear or vanish according to their new state, contacts before it are never revisited
+(a change behind the cursor is missed; nothing is returned twice), and ``contacts_count`` reports the
+new total. Counts are cached per data version (``Account.data_version``), so they never go stale.
 """
 
 from __future__ import annotations
@@ -158,7 +164,7 @@ def _ms_before(us: int) -> int:
 
 
 class ContactSearch:
-    """Runs contact queries against one account; caches counts (the data never changes)."""
+    """Runs contact queries against one account; caches counts per data version."""
 
     def __init__(
         self, anchor_ms: int, list_ids: tuple[str, ...], codec: CursorCodec, created_in_seq_order: bool = False
@@ -170,9 +176,9 @@ class ContactSearch:
         self._cache: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self._lock = threading.Lock()
 
-    def page(self, conn: sqlite3.Connection, q: ContactQuery) -> dict[str, Any]:
-        """One page of results as a ``Contacts`` body."""
-        where = self._where(conn, q)
+    def page(self, conn: sqlite3.Connection, q: ContactQuery, version: int = 0) -> dict[str, Any]:
+        """One page of results as a ``Contacts`` body; ``version``: the data version ``conn`` reads (0: cached)."""
+        where = self._where(conn, q, version)
         rows: list[tuple[Any, ...]] = []
         count = 0
         if where is not None:
@@ -183,7 +189,7 @@ class ContactSearch:
             )
             rows = conn.execute(sql, [*params, q.after_seq, q.limit]).fetchall()
             if q.include_count:
-                count = self._count(conn, q, clauses, params)
+                count = self._count(conn, q, clauses, params, version)
         body: dict[str, Any] = {
             "contacts": [contact_json(row, self.anchor_ms, self.list_ids, q.include) for row in rows]
         }
@@ -194,7 +200,9 @@ class ContactSearch:
             body["_links"] = {"next": {"href": f"/v3/contacts?cursor={cursor}"}}
         return body
 
-    def _where(self, conn: sqlite3.Connection, q: ContactQuery) -> tuple[list[str], list[Any], str] | None:
+    def _where(
+        self, conn: sqlite3.Connection, q: ContactQuery, version: int
+    ) -> tuple[list[str], list[Any], str] | None:
         """SQL conditions, their parameters and an index hint; None when nothing can match."""
         if q.matches_nothing:
             return None
@@ -231,14 +239,16 @@ class ContactSearch:
                 return None
             clauses.append("lists & ? != 0")
             params.append(mask)
-        return clauses or ["1"], params, self._plan(conn, q, ranges)
+        return clauses or ["1"], params, self._plan(conn, q, ranges, version)
 
-    def _plan(self, conn: sqlite3.Connection, q: ContactQuery, ranges: dict[str, list[tuple[str, int]]]) -> str:
+    def _plan(
+        self, conn: sqlite3.Connection, q: ContactQuery, ranges: dict[str, list[tuple[str, int]]], version: int
+    ) -> str:
         """Pick the access path: a small date range's index, else a walk in seq order."""
         if q.email is not None:
             return "INDEXED BY idx_email"
         for column in ("opt_out", "updated", "created"):
-            if column in ranges and self._range_size(conn, column, ranges[column]) <= SMALL_RANGE:
+            if column in ranges and self._range_size(conn, column, ranges[column], version) <= SMALL_RANGE:
                 return f"INDEXED BY {_INDEXES[column]}"
         if len(q.states) == 1:
             return "INDEXED BY idx_state"
@@ -278,9 +288,9 @@ class ContactSearch:
             high = row[0]
         return low, high
 
-    def _range_size(self, conn: sqlite3.Connection, column: str, bounds: list[tuple[str, int]]) -> int:
+    def _range_size(self, conn: sqlite3.Connection, column: str, bounds: list[tuple[str, int]], version: int) -> int:
         """Rows within a date range, counted up to SMALL_RANGE + 1 (cached)."""
-        key = ("range", column, *bounds)
+        key = ("range", version, column, *bounds)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
@@ -292,8 +302,10 @@ class ContactSearch:
         self._remember(key, size)
         return size
 
-    def _count(self, conn: sqlite3.Connection, q: ContactQuery, clauses: list[str], params: list[Any]) -> int:
-        key = ("count", *q.filters)
+    def _count(
+        self, conn: sqlite3.Connection, q: ContactQuery, clauses: list[str], params: list[Any], version: int
+    ) -> int:
+        key = ("count", version, *q.filters)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)

@@ -37,7 +37,7 @@ class Api:
             "/v3/contact_lists": "contact_data",
             "/v3/account/summary": "account_read",
         }
-        self._pool: list[sqlite3.Connection] = []
+        self._pool: list[tuple[sqlite3.Connection, int]] = []  # idle connections and their account generation
         self._lock = threading.Lock()
 
     def handle(self, method: str, path: str, query: dict[str, str], optout_filters: bool = True) -> tuple[int, Any]:
@@ -57,33 +57,58 @@ class Api:
         """Close pooled database connections."""
         with self._lock:
             pool, self._pool = self._pool, []
-        for conn in pool:
+        for conn, _ in pool:
             conn.close()
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection to the account's current data, in a read transaction (one consistent snapshot).
+
+        Connections of an older account generation (the account started or discarded its changes since) are
+        closed rather than reused.
+        """
+        generation = self.account.generation
+        conn = None
+        stale = []
         with self._lock:
-            conn = self._pool.pop() if self._pool else None
+            while self._pool and conn is None:
+                candidate, candidate_generation = self._pool.pop()
+                if candidate_generation == generation:
+                    conn = candidate
+                else:
+                    stale.append(candidate)
+        for old in stale:
+            old.close()
         if conn is None:
-            conn = self.account.connect()
+            conn, generation = self.account.open_reader()
+        conn.execute("BEGIN")
         try:
             yield conn
         finally:
-            with self._lock:
-                self._pool.append(conn)
+            try:
+                conn.rollback()
+            except sqlite3.Error:
+                conn.close()
+            else:
+                if generation == self.account.generation:
+                    with self._lock:
+                        self._pool.append((conn, generation))
+                else:
+                    conn.close()
 
     def contacts(self, query: dict[str, str], optout_filters: bool) -> dict[str, Any]:
         """``GET /v3/contacts`` (see contact_search)."""
         q = parse_query(query, self.codec, optout_filters)
         with self._connection() as conn:
-            return self.search.page(conn, q)
+            return self.search.page(conn, q, self.account.data_version(conn))
 
     def contact_counts(self, query: dict[str, str], _optout_filters: bool) -> dict[str, int]:
         """``GET /v3/contacts/counts``; ``include=new_subscriber`` adds new_subscriber."""
         new_subscriber = False
         if "include" in query:
             new_subscriber = one_of("include", query["include"], ("new_subscriber",)) == "new_subscriber"
-        return self.account.counts(new_subscriber)
+        with self._connection() as conn:
+            return self.account.counts(new_subscriber, conn)
 
     def contact_lists(self, query: dict[str, str], _optout_filters: bool) -> dict[str, Any]:
         """``GET /v3/contact_lists``: one page; ``_links.next`` only when more lists remain."""

@@ -52,6 +52,10 @@ class Sandbox:
     The API accepts access tokens issued by ``oauth`` (signed, unexpired by its clock, with the scope
     the endpoint needs) and, if given, the constructor's ``token`` as is. ``token`` defaults to an
     access token of the default client with every scope, valid 24 hours from construction.
+
+    ``account`` may be changed while serving (``account.opt_out``, ``resubscribe``, ``delete``: see Account),
+    in a private copy of the shared cached database; the API answers from the changed data as soon as the
+    call returns, and stopping the sandbox discards the copy.
     """
 
     def __init__(
@@ -153,7 +157,7 @@ class Sandbox:
             serving.join(0.5)  # a timeout, so that Ctrl+C is seen
 
     def stop(self) -> None:
-        """Stop serving and close every open connection. Safe to call twice."""
+        """Stop serving, close every open connection and discard the account's changes. Safe to call twice."""
         with self._lifecycle:
             server, serving = self._server, self._serving
         if server is None:
@@ -198,6 +202,7 @@ class Sandbox:
         server.close_connections()
         server.server_close()
         self._api.close()
+        self.account.close()  # discards the account's changes, if any
 
     def _serve(self, handler: _Handler) -> None:
         """Answer one request (called in the connection's thread)."""
