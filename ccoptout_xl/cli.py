@@ -23,8 +23,9 @@ from .dates import DATE_FORMS, parse_when, resolve_timezone
 from .exceptions import CcOptOutError, UsageError
 from .files import atomic_output, require_folder
 from .formats import FORMATS, plural, write_optouts
-from .query import OptOutQuery, QueryResult, find_optouts
+from .query import OptOutQuery, QueryResult
 from .report import build_report
+from .store import MAX_AGE, OptOutStore, fetch_optouts
 
 DEMO_CONTACTS = 20_000
 DEMO_SEED = 1
@@ -79,7 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("-o", "--output", metavar="FILE", default=DEMO_REPORT, help=f"(default: {DEMO_REPORT})")
     demo.add_argument("--tz", metavar="ZONE", help="time zone for dates (default: this computer's)")
-    demo.set_defaults(run=run_demo, since="90d", until=None, latest=None, include_deleted=False, dayfirst=False)
+    demo.set_defaults(
+        run=run_demo,
+        since="90d",
+        until=None,
+        latest=None,
+        include_deleted=False,
+        dayfirst=False,
+        refresh=False,
+        no_cache=True,
+        max_age=5,
+    )
 
     login = commands.add_parser(
         "login",
@@ -102,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the sign-in's state without renewing it.",
     )
     status.set_defaults(run=run_status)
+
+    sync = commands.add_parser(
+        "sync",
+        parents=[common],
+        help="bring the local opt-out store up to date",
+        description="Sync the local store: in full when it is new or its last full sync is a day old, else only "
+        "what changed (optout_after the newest stored opt-out).",
+    )
+    sync.add_argument("--full", action="store_true", help="a full sync, whatever the last one was")
+    sync.add_argument("--force", action="store_true", help="sync even past the daily quota guard")
+    sync.set_defaults(run=run_sync)
+    cache = commands.add_parser("cache", parents=[common], help="the local opt-out store: status, clear")
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="ACTION", parser_class=_Parser)
+    cache_commands.required = True
+    cache_status = cache_commands.add_parser("status", parents=[common], help="what is stored, how fresh, calls today")
+    cache_status.set_defaults(run=run_cache_status)
+    cache_clear = cache_commands.add_parser("clear", parents=[common], help="forget the stored opt-outs")
+    cache_clear.set_defaults(run=run_cache_clear)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -130,6 +159,20 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dayfirst", action="store_true", help="read 1/5/2026 as 1 May, not 5 January")
     parser.add_argument("--demo", action="store_true", help="use the built-in sandbox account instead of the API")
+    add_store_options(parser)
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """How the local opt-out store is used (shared by fetch and report)."""
+    parser.add_argument("--refresh", action="store_true", help="sync the local store first, however fresh it is")
+    parser.add_argument("--no-cache", action="store_true", help="ask the API directly; leave the local store alone")
+    parser.add_argument(
+        "--max-age",
+        metavar="MINUTES",
+        type=_positive_int,
+        default=int(MAX_AGE.total_seconds() // 60),
+        help="use the local store without syncing if synced within MINUTES (default: %(default)s)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -169,17 +212,26 @@ def open_client(args: argparse.Namespace) -> Iterator[Client]:
         yield client
 
 
-def run_query(client: Client, query: OptOutQuery) -> QueryResult:
-    """Run ``query`` with a progress bar on a terminal and notices on stderr."""
+def run_query(args: argparse.Namespace, client: Client, query: OptOutQuery) -> QueryResult:
+    """Run ``query`` (through the local store unless --no-cache or --demo), with a progress bar on a terminal."""
     with _progress_bar(client) as on_progress:
-        return find_optouts(client, query, on_progress=on_progress, on_notice=_notice)
+        return fetch_optouts(client, query, on_progress=on_progress, on_notice=_notice, **store_choice(args))
+
+
+def store_choice(args: argparse.Namespace) -> dict[str, object]:
+    """The local store options as :func:`~ccoptout_xl.store.fetch_optouts` takes them."""
+    return {
+        "use_store": not (args.no_cache or args.demo),  # the demo's sandbox is gone when it ends: nothing to keep
+        "refresh": args.refresh,
+        "max_age": dt.timedelta(minutes=args.max_age),
+    }
 
 
 def run_fetch(args: argparse.Namespace) -> int:
     query, zone = query_from_args(args)
     check_output_folder(args.output)
     with open_client(args) as client:
-        result = run_query(client, query)
+        result = run_query(args, client, query)
         try:
             if args.output:
                 # A byte-order mark tells Excel a CSV file is UTF-8; without it accents and emoji come out garbled.
@@ -214,6 +266,7 @@ def run_report(args: argparse.Namespace) -> int:
             query_text=_query_text(args),
             on_progress=on_progress,
             on_notice=_notice,
+            **store_choice(args),
         )
     span = f" from {summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}" if summary.first and summary.last else ""
     sources = ", ".join(f"{source} {count:,}" for source, count in summary.by_source.most_common())
@@ -225,6 +278,43 @@ def run_report(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     args.demo = True
     return run_report(args)
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    with Client.from_environment() as client, OptOutStore.for_client(client, on_notice=_notice) as store:
+        with _progress_bar(client) as on_progress:
+            report = store.sync(client, full=args.full, force=args.force, on_progress=on_progress)
+    if report.kind == "none":
+        print(f"Already up to date: another process synced meanwhile. {plural(report.rows, 'opt-out')} stored.")
+    else:
+        print(
+            f"{report.kind.capitalize()} sync: {plural(report.fetched, 'opt-out')} read, "
+            f"{plural(report.rows, 'opt-out')} stored, {plural(report.calls, 'API call')}, {report.seconds:.1f} s."
+        )
+    return 0
+
+
+def run_cache_status(args: argparse.Namespace) -> int:
+    with Client.from_environment() as client, OptOutStore.for_client(client, on_notice=_notice) as store:
+        state = store.state()
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def ago(moment: dt.datetime | None) -> str:
+        return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC ({_duration(now - moment)} ago)"
+
+    print(f"Store: {state.path} ({state.size_bytes / 1e6:.1f} MB)")
+    print(f"Opt-outs stored: {state.rows:,} (newest {state.newest_opt_out or '-'})")
+    print(f"Last sync: {ago(state.last_sync_at)}; last full sync: {ago(state.full_sync_at)}")
+    print(f"API calls today (UTC): {state.calls_today:,}")
+    return 0
+
+
+def run_cache_clear(args: argparse.Namespace) -> int:
+    with Client.from_environment() as client, OptOutStore.for_client(client, on_notice=_notice) as store:
+        rows = store.state().rows
+        store.clear()
+    print(f"Cleared the local store ({plural(rows, 'opt-out')}); the next query makes a full sync.")
+    return 0
 
 
 def run_login(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .client import MAX_PAGE_SIZE, Client, Page
 from .exceptions import BadRequest, UsageError
@@ -92,12 +93,22 @@ class OptOutQuery:
         return self.until is None or optout.opt_out_date < self.until
 
 
+class OptOutSource(Protocol):
+    """Where a result's opt-outs are read from: a query's collection, or the local store."""
+
+    def newest(self, limit: int | None = None) -> Iterator[OptOut]: ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class QueryResult:
     """The opt-outs a query found, newest first, and what finding them cost."""
 
     query: OptOutQuery
-    found: OptOutSet
+    found: OptOutSource
     calls: int
     full_scan: bool = False
     notices: list[str] = field(default_factory=list)

@@ -37,7 +37,8 @@ from .dates import zone_name
 from .exceptions import ApiError
 from .files import atomic_path
 from .optouts import OptOut
-from .query import Notice, OptOutQuery, Progress, find_optouts
+from .query import Notice, OptOutQuery, Progress
+from .store import MAX_AGE, fetch_optouts
 
 TABLE_NAME = "OptOuts"
 COLUMNS = (
@@ -201,16 +202,28 @@ def build_report(
     *,
     zone: dt.tzinfo = dt.timezone.utc,
     query_text: str = "",
+    use_store: bool = True,
+    refresh: bool = False,
+    max_age: dt.timedelta = MAX_AGE,
     on_progress: Progress | None = None,
     on_notice: Notice | None = None,
 ) -> tuple[ReportSummary, int]:
-    """Fetch the opt-outs ``query`` asks for, with list names and the account's name, and write the report.
+    """Fetch the opt-outs ``query`` asks for (through the local store unless ``use_store`` is False), with list
+    names and the account's name, and write the report.
 
     Returns the summary and how many API calls it took. The list names and account name are extras: if the
     API refuses them the report still gets written, with list ids and "(unknown)" instead, after a notice.
     """
     notice = on_notice or (lambda message: None)
-    result = find_optouts(client, query, on_progress=on_progress, on_notice=notice)
+    result = fetch_optouts(
+        client,
+        query,
+        use_store=use_store,
+        refresh=refresh,
+        max_age=max_age,
+        on_progress=on_progress,
+        on_notice=notice,
+    )
     try:
         list_names = _optional(client.list_names, {}, "list names", notice)
         account = _optional(client.account_summary, {}, "the account's name", notice)

@@ -39,6 +39,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     settings = {
         CACHE_ENV: str(tmp_path_factory.mktemp("sandbox-cache")),
         "CCOPTOUT_CONFIG_DIR": str(tmp_path_factory.mktemp("config")),
+        "CCOPTOUT_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
     }
     cleared = [

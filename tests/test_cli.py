@@ -216,7 +216,7 @@ def test_progress_bar_only_on_a_terminal(api: Sandbox) -> None:
     reader.start()
     env = {**os.environ, "CCOPTOUT_API_URL": api.base_url, "CCOPTOUT_ACCESS_TOKEN": api.token}
     with subprocess.Popen(
-        [sys.executable, "-m", "ccoptout_xl", "fetch", "--format", "csv"],
+        [sys.executable, "-m", "ccoptout_xl", "fetch", "--format", "csv", "--refresh"],
         stdout=subprocess.PIPE,
         stderr=follower,
         env=env,

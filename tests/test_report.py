@@ -39,7 +39,7 @@ def report(shared_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) ->
     old = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        assert main(["report", "--tz", "America/New_York", "-o", str(path)]) == 0
+        assert main(["report", "--tz", "America/New_York", "--refresh", "-o", str(path)]) == 0
     finally:
         for name, value in old.items():
             if value is None:
