@@ -50,6 +50,7 @@ OVERLAP = dt.timedelta(hours=1)  # re-read this much before the newest stored op
 DAILY_QUOTA = 10_000
 QUOTA_SHARE = 0.8
 LOCK_TIMEOUT = 900.0  # a full sync of a large account takes minutes
+LAST_USED = "last-used-store"
 QUOTA_ENV = "CCOPTOUT_DAILY_QUOTA"
 SHARE_ENV = "CCOPTOUT_QUOTA_SHARE"
 
@@ -133,7 +134,21 @@ class OptOutStore:
     def for_client(cls, client: Client, *, on_notice: Notice | None = None) -> OptOutStore:
         """The store of the account ``client`` signs in to."""
         key = account_key(client.http.base_url, client.http.tokens.access_token())
-        return cls(cache_dir() / f"optouts-{key}.sqlite3", on_notice=on_notice)
+        path = cache_dir() / f"optouts-{key}.sqlite3"
+        store = cls(path, on_notice=on_notice)
+        _remember(path)
+        return store
+
+    @classmethod
+    def last_used(cls) -> OptOutStore | None:
+        """The store most recently opened for an account, found without any token or API call (for Excel's
+        worksheet functions, which must never wait on the network); None if there is none yet."""
+        try:
+            name = (cache_dir() / LAST_USED).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        path = cache_dir() / name
+        return cls(path) if name.startswith("optouts-") and path.is_file() else None
 
     def close(self) -> None:
         self._db.close()
@@ -362,6 +377,14 @@ def _setting(name: str, kind: type, default: float, low: float, high: float) -> 
     if value is None or not low <= value <= high:
         raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, not {text!r}.")
     return value
+
+
+def _remember(path: Path) -> None:
+    """Note which store was used last (a file name, written atomically)."""
+    with contextlib.suppress(OSError):
+        temporary = path.parent / f".{LAST_USED}.{os.getpid()}"
+        temporary.write_text(path.name, encoding="utf-8")
+        os.replace(temporary, path.parent / LAST_USED)
 
 
 def _now() -> dt.datetime:

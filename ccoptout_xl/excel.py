@@ -1,0 +1,291 @@
+"""The Excel front end: worksheet functions (xlwings UDFs) and the ribbon's entry points (VBA ``RunPython``).
+
+Worksheet functions read the local opt-out store only, so they never wait on the network and cost no API call;
+Refresh syncs the store and fills the ``OptOuts`` table. Both are thin: the work is in :mod:`ccoptout_xl.store`.
+Names of sheets, the table and named cells live here, and the workbook build uses the same ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import xlwings as xw
+from dateutil import tz as dateutil_tz
+
+from .dates import parse_when
+from .exceptions import CcOptOutError, UsageError
+from .optouts import OptOut
+from .query import MAX_LATEST, OptOutQuery
+
+OPTOUTS_SHEET = "Opt-outs"
+SETTINGS_SHEET = "Settings"
+TABLE = "OptOuts"
+TABLE_HEADER = ["Email", "Opted out", "Source", "Reason", "First name", "Last name", "Lists", "Contact ID"]
+FUNCTION_HEADER = TABLE_HEADER[:6]
+# Named cells of the Settings sheet: the query (inputs) and what the last refresh did (outputs).
+SINCE, UNTIL, LIMIT, INCLUDE_DELETED = "Since", "Until", "Limit", "IncludeDeleted"
+LAST_REFRESHED, ROW_COUNT, STATUS = "LastRefreshed", "RowCount", "Status"
+NO_DATA = "No opt-out data yet: click Refresh on the Opt-outs tab"
+EXCEL_EPOCH = dt.datetime(1899, 12, 30)  # serial 0 of the 1900 date system (which counts a 29 Feb 1900)
+LAST_SERIAL = 2_958_465  # 31 December 9999
+
+# -- worksheet functions ------------------------------------------------------------------------------------
+
+
+@xw.func
+def OPTOUTS_SINCE(since: Any, until: Any = None, limit: Any = None, include_deleted: Any = False) -> Any:
+    """The opt-outs from ``since`` (inclusive) to ``until`` (exclusive), newest first, with a header row."""
+    return _answer(lambda store: _rows(store, _query(since, until, limit, include_deleted, since_required=True)))
+
+
+@xw.func
+def OPTOUTS_LATEST(n: Any) -> Any:
+    """The ``n`` most recent opt-outs, newest first, with a header row."""
+    return _answer(lambda store: _rows(store, OptOutQuery(latest=_count(n, "n"))))
+
+
+@xw.func
+def OPTOUTS_COUNT(since: Any, until: Any = None) -> Any:
+    """How many opt-outs from ``since`` to ``until``."""
+    return _answer(lambda store: len(store.query(_query(since, until, None, False, since_required=True))))
+
+
+@xw.func
+def OPTOUTS_SYNCED_AT() -> Any:
+    """When the local data was last synced, in this computer's time zone."""
+    return _answer(lambda store: _local(store.state().last_sync_at) or NO_DATA)
+
+
+def _answer(compute: Callable[[Any], Any]) -> Any:
+    """Run a worksheet function on the local store: a one-line message in the cell for any problem."""
+    from .store import OptOutStore
+
+    try:
+        store = OptOutStore.last_used()
+        if store is None:
+            return NO_DATA
+        with store:
+            if store.state().last_sync_at is None:
+                return NO_DATA
+            return compute(store)
+    except CcOptOutError as exc:
+        return str(exc)
+    except Exception as exc:  # a cell shows one line, never a traceback
+        return f"Error: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _rows(store: Any, query: OptOutQuery) -> list[list[Any]]:
+    rows = [_function_row(o) for o in store.query(query)]
+    return [FUNCTION_HEADER, *rows] if rows else [FUNCTION_HEADER, ["(none)", "", "", "", "", ""]]
+
+
+def _function_row(optout: OptOut) -> list[Any]:
+    return [
+        optout.email,
+        _local(optout.opt_out_date),
+        optout.opt_out_source,
+        optout.opt_out_reason or "",
+        optout.first_name,
+        optout.last_name,
+    ]
+
+
+def _query(since: Any, until: Any, limit: Any, include_deleted: Any, *, since_required: bool) -> OptOutQuery:
+    start = to_moment(since, "since", required=since_required)
+    end = to_moment(until, "until")
+    latest = None if _blank(limit) else _count(limit, "limit")
+    return OptOutQuery(since=start, until=end, latest=latest, include_deleted=_flag(include_deleted))
+
+
+# -- reading Excel's values ---------------------------------------------------------------------------------
+
+
+def to_moment(value: Any, name: str, *, required: bool = False) -> dt.datetime | None:
+    """An aware instant from what Excel passes for a date: a date cell (datetime), a serial number (from
+    ``TODAY()`` or ``DATE()``), or text ("2026-05-01", "5/1/2026", "30d"); dates are in this computer's time zone."""
+    zone = dateutil_tz.tzlocal()
+    if _blank(value):
+        if required:
+            raise UsageError(f'{name}: a date is needed, e.g. DATE(2026,5,1) or "2026-05-01".')
+        return None
+    if isinstance(value, bool):
+        raise UsageError(f"{name}: {str(value).upper()} is not a date; give a date, e.g. DATE(2026,5,1).")
+    if isinstance(value, dt.datetime):
+        local = value if value.tzinfo else value.replace(tzinfo=zone)
+        return dateutil_tz.resolve_imaginary(local).astimezone(dt.timezone.utc)
+    if isinstance(value, dt.date):
+        return to_moment(dt.datetime.combine(value, dt.time()), name)
+    if isinstance(value, numbers.Real):
+        if not 0 < float(value) <= LAST_SERIAL:
+            raise UsageError(f"{name}: {value:g} is not a date serial number (1 to {LAST_SERIAL:,}).")
+        return to_moment(EXCEL_EPOCH + dt.timedelta(days=float(value)), name)
+    if isinstance(value, str):
+        return parse_when(value, zone, what=name)
+    raise UsageError(f"{name}: {value!r} is not a date; give a date, e.g. DATE(2026,5,1).")
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise UsageError(f"{name}: give a whole number from 1 to {MAX_LATEST:,}.")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{name}: {value!r} is not a number; give a whole number from 1 to {MAX_LATEST:,}.") from None
+    if number != int(number) or not 1 <= number <= MAX_LATEST:
+        raise UsageError(f"{name}: {value} is not a whole number from 1 to {MAX_LATEST:,}.")
+    return int(number)
+
+
+def _flag(value: Any) -> bool:
+    if _blank(value):
+        return False
+    if isinstance(value, (bool, numbers.Real)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().upper() in ("TRUE", "YES", "1", "FALSE", "NO", "0"):
+        return value.strip().upper() in ("TRUE", "YES", "1")
+    raise UsageError(f"include_deleted: give TRUE or FALSE, not {value!r}.")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _local(moment: dt.datetime | None) -> dt.datetime | None:
+    """A naive local datetime, as Excel shows dates."""
+    return None if moment is None else moment.astimezone(dateutil_tz.tzlocal()).replace(tzinfo=None)
+
+
+# -- the ribbon (RunPython) ---------------------------------------------------------------------------------
+
+
+def refresh(book: Any = None) -> None:
+    """Ribbon "Refresh": sync the store, then fill the OptOuts table with what the Settings sheet asks for.
+
+    The rows go in one bulk write. If anything fails, the table keeps its rows and the status cell says what
+    went wrong and what to do.
+    """
+    from .client import Client
+    from .store import fetch_optouts
+
+    book = book or xw.Book.caller()
+    status = book.names[STATUS].refers_to_range
+    try:
+        query = _query(
+            _setting(book, SINCE), _setting(book, UNTIL), _setting(book, LIMIT), _setting(book, INCLUDE_DELETED),
+            since_required=False,
+        )  # fmt: skip
+        with Client.from_environment() as client:
+            result = fetch_optouts(client, query, refresh=True)
+            try:
+                names = _list_names(client)
+                rows = [table_row(o, names) for o in result]
+            finally:
+                result.close()
+    except CcOptOutError as exc:
+        status.value = f"Refresh failed: {exc}"
+        return
+    except Exception as exc:  # shown in the workbook: never a traceback dialog
+        status.value = f"Refresh failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        return
+    write_table(book.sheets[OPTOUTS_SHEET], rows)
+    book.names[LAST_REFRESHED].refers_to_range.value = dt.datetime.now().replace(microsecond=0)
+    book.names[ROW_COUNT].refers_to_range.value = len(rows)
+    status.value = f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())})."
+    book.app.calculate()  # so the worksheet functions show the new data
+
+
+def table_row(optout: OptOut, list_names: dict[str, str] | None = None) -> list[Any]:
+    """One row of the OptOuts table; text is written so that Excel never reads it as a formula."""
+    names = list_names or {}
+    return [
+        _text(optout.email),
+        _local(optout.opt_out_date),
+        _text(optout.opt_out_source),
+        _text(optout.opt_out_reason or ""),
+        _text(optout.first_name),
+        _text(optout.last_name),
+        _text(", ".join(names.get(list_id) or list_id for list_id in optout.list_ids)),
+        _text(optout.contact_id),
+    ]
+
+
+def write_table(sheet: Any, rows: list[list[Any]]) -> None:
+    """Resize the ``OptOuts`` table to ``rows`` and write them in one call (never cell by cell)."""
+    table = sheet.tables[TABLE]
+    header = table.header_row_range
+    top, left = header.row, header.column
+    width = len(TABLE_HEADER)
+    old_rows = table.data_body_range.rows.count if table.data_body_range is not None else 0
+    body = rows or [[""] * width]  # a table keeps at least one (empty) data row
+    table.resize(sheet.range((top, left), (top + len(body), left + width - 1)))
+    sheet.range((top + 1, left)).value = body
+    if old_rows > len(body):  # rows the table no longer covers
+        sheet.range((top + len(body) + 1, left), (top + old_rows, left + width - 1)).clear_contents()
+
+
+def sign_in(book: Any = None) -> None:
+    """Ribbon "Sign in": the device flow; the code is shown in a message box and the browser opens."""
+    import webbrowser
+
+    from .config import OAuthApp
+    from .credentials import token_store
+    from .signin import device_sign_in
+
+    book = book or xw.Book.caller()
+    status = book.names[STATUS].refers_to_range
+    try:
+        app = OAuthApp.load()
+        tokens = device_sign_in(app, show=lambda text: _tell(book, status, text), opener=webbrowser.open)
+        store = token_store(app.client_id)
+        store.save(tokens)
+    except CcOptOutError as exc:
+        status.value = f"Sign-in failed: {exc}"
+        return
+    status.value = f"Signed in; the sign-in is kept in {store.where}. Click Refresh."
+
+
+def sign_out(book: Any = None) -> None:
+    """Ribbon "Sign out": forget the stored sign-in."""
+    from .config import OAuthApp
+    from .credentials import token_store
+
+    book = book or xw.Book.caller()
+    status = book.names[STATUS].refers_to_range
+    try:
+        removed = token_store(OAuthApp.load().client_id).clear()
+    except CcOptOutError as exc:
+        status.value = f"Sign-out failed: {exc}"
+        return
+    status.value = "Signed out." if removed else "Not signed in."
+
+
+def _tell(book: Any, status: Any, text: str) -> None:
+    status.value = text
+    book.app.alert(text + "\n\nApprove in the browser, then click OK; this workbook waits for the approval.", "Sign in")
+
+
+def _list_names(client: Any) -> dict[str, str]:
+    from .exceptions import ApiError
+
+    try:
+        return client.list_names()
+    except ApiError:  # the rows matter more than the names: show list ids instead
+        return {}
+
+
+def _setting(book: Any, name: str) -> Any:
+    return book.names[name].refers_to_range.value
+
+
+def _text(value: str) -> str:
+    """Excel runs what is written through COM that starts with '=' (and some with '+', '-', '@'): a leading
+    apostrophe makes it text, and Excel does not show the apostrophe."""
+    return "'" + value if value.startswith(("=", "+", "-", "@")) else value
+
+
+def udf_names() -> Iterable[str]:
+    """The worksheet functions this module offers (for the workbook build and its tests)."""
+    return ("OPTOUTS_SINCE", "OPTOUTS_LATEST", "OPTOUTS_COUNT", "OPTOUTS_SYNCED_AT")

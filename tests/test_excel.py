@@ -1,0 +1,288 @@
+"""The Excel front end without Excel: worksheet functions called as Excel would, Refresh through a test double."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dateutil import tz as dateutil_tz
+
+from ccoptout_xl import excel
+from ccoptout_xl.query import OptOutQuery
+from ccoptout_xl.sandbox import AccountSpec, Sandbox
+from ccoptout_xl.store import fetch_optouts
+
+from .conftest import ANCHOR, make_client, truth
+
+LOCAL = dateutil_tz.tzlocal()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    spec = AccountSpec(contacts=2_000, seed=8, unsubscribed_share=0.3, anchor=ANCHOR)
+    with Sandbox(spec, rate_limit=None, daily_quota=None) as sb:
+        monkeypatch.setenv("CCOPTOUT_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("CCOPTOUT_API_URL", sb.base_url)
+        monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", sb.token)
+        yield sb
+
+
+@pytest.fixture
+def synced(sandbox: Sandbox) -> Sandbox:
+    """The local store filled from the sandbox, as a Refresh would leave it."""
+    fetch_optouts(make_client(sandbox), OptOutQuery()).close()
+    return sandbox
+
+
+def local(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(LOCAL).replace(tzinfo=None)
+
+
+def expected_rows(sandbox: Sandbox, since: dt.datetime, until: dt.datetime | None = None) -> list[list[Any]]:
+    return [
+        [o.email, local(o.opt_out_date), o.opt_out_source, o.opt_out_reason or "", o.first_name, o.last_name]
+        for o in truth(sandbox)
+        if o.opt_out_date >= since and (until is None or o.opt_out_date < until)
+    ]
+
+
+# -- worksheet functions ------------------------------------------------------------------------------------
+
+
+def test_no_data_yet_says_what_to_do(sandbox: Sandbox) -> None:
+    assert excel.OPTOUTS_SINCE(dt.datetime(2026, 5, 1)) == excel.NO_DATA
+    assert excel.OPTOUTS_SYNCED_AT() == excel.NO_DATA
+    assert sandbox.requests == []  # a worksheet function never calls the API
+
+
+def since_2026() -> dt.datetime:
+    return dt.datetime(2026, 5, 1, tzinfo=LOCAL).astimezone(dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        dt.datetime(2026, 5, 1),  # a date cell
+        46143.0,  # DATE(2026,5,1) or a serial typed in
+        46143,
+        "2026-05-01",
+        "5/1/2026",
+        "May 1 2026",
+        dt.date(2026, 5, 1),
+    ],
+)
+def test_since_accepts_every_way_excel_gives_a_date(synced: Sandbox, since: Any) -> None:
+    synced.reset_log()
+    spilled = excel.OPTOUTS_SINCE(since)
+    assert spilled[0] == excel.FUNCTION_HEADER
+    assert spilled[1:] == expected_rows(synced, since_2026())
+    assert len(spilled) > 2
+    assert synced.requests == []
+
+
+def test_until_limit_and_deleted(synced: Sandbox) -> None:
+    until = dt.datetime(2026, 9, 1)
+    rows = excel.OPTOUTS_SINCE(dt.datetime(2026, 5, 1), until, 5)
+    until_utc = until.replace(tzinfo=LOCAL).astimezone(dt.timezone.utc)
+    assert rows[1:] == expected_rows(synced, since_2026(), until_utc)[:5]
+    with_deleted = excel.OPTOUTS_SINCE(dt.datetime(2000, 1, 1), None, None, True)
+    assert len(with_deleted) - 1 == len(truth(synced, include_deleted=True))
+    assert excel.OPTOUTS_COUNT("2026-05-01", until) == len(expected_rows(synced, since_2026(), until_utc))
+
+
+def test_latest_and_synced_at(synced: Sandbox) -> None:
+    rows = excel.OPTOUTS_LATEST(3)
+    assert [row[0] for row in rows[1:]] == [o.email for o in truth(synced)[:3]]
+    assert excel.OPTOUTS_LATEST(3.0) == rows
+    synced_at = excel.OPTOUTS_SYNCED_AT()
+    assert isinstance(synced_at, dt.datetime) and abs(synced_at - dt.datetime.now()) < dt.timedelta(minutes=1)
+
+
+def test_an_empty_answer_still_has_its_header(synced: Sandbox) -> None:
+    assert excel.OPTOUTS_SINCE("2099-01-01") == [excel.FUNCTION_HEADER, ["(none)", "", "", "", "", ""]]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: excel.OPTOUTS_SINCE(None), "since: a date is needed"),
+        (lambda: excel.OPTOUTS_SINCE(""), "since: a date is needed"),
+        (lambda: excel.OPTOUTS_SINCE(True), "since: TRUE is not a date"),
+        (lambda: excel.OPTOUTS_SINCE("soon"), "Cannot read the since 'soon'"),
+        (lambda: excel.OPTOUTS_SINCE(-5.0), "since: -5 is not a date serial number"),
+        (lambda: excel.OPTOUTS_SINCE("#N/A"), "Cannot read the since '#N/A'"),
+        (lambda: excel.OPTOUTS_SINCE(-2146826246), "since: -2.14683e+09 is not a date serial number"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", "2026-04-01"), "must be before --until"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, 0), "limit: 0 is not a whole number"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, 2.5), "limit: 2.5 is not a whole number"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, None, "maybe"), "include_deleted: give TRUE or FALSE"),
+        (lambda: excel.OPTOUTS_LATEST("many"), "n: 'many' is not a number"),
+        (lambda: excel.OPTOUTS_LATEST(False), "n: give a whole number"),
+        (lambda: excel.OPTOUTS_COUNT(None), "since: a date is needed"),
+    ],
+)
+def test_bad_arguments_are_one_line_in_the_cell(synced: Sandbox, call, message: str) -> None:
+    answer = call()
+    assert isinstance(answer, str) and message in answer and "\n" not in answer and "Traceback" not in answer
+
+
+def test_functions_are_not_volatile_and_pass_through_xlwings() -> None:
+    import inspect
+
+    for name in excel.udf_names():
+        function = getattr(excel, name)
+        assert callable(function) and "Application.Volatile" not in inspect.getsource(function)
+        assert "volatile" not in inspect.getsource(function).split("def ")[0]
+
+
+# -- Refresh, through a test double of the xlwings objects it uses ---------------------------------------------
+
+
+class Grid:
+    """The cells of one sheet, and how many writes reached them."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, int], Any] = {}
+        self.writes = 0
+
+
+class FakeRange:
+    def __init__(self, grid: Grid, first: tuple[int, int], last: tuple[int, int] | None = None) -> None:
+        self.grid, self.first, self.last = grid, first, last or first
+
+    @property
+    def row(self) -> int:
+        return self.first[0]
+
+    @property
+    def column(self) -> int:
+        return self.first[1]
+
+    @property
+    def rows(self) -> Any:
+        return type("Rows", (), {"count": self.last[0] - self.first[0] + 1})()
+
+    @property
+    def value(self) -> Any:
+        return self.grid.cells.get(self.first)
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self.grid.writes += 1
+        rows = value if isinstance(value, list) and value and isinstance(value[0], list) else [[value]]
+        for r, row in enumerate(rows):
+            for c, cell in enumerate(row):
+                self.grid.cells[(self.first[0] + r, self.first[1] + c)] = cell
+
+    def clear_contents(self) -> None:
+        for r in range(self.first[0], self.last[0] + 1):
+            for c in range(self.first[1], self.last[1] + 1):
+                self.grid.cells.pop((r, c), None)
+
+
+class FakeTable:
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        self.ref = ((1, 1), (2, 8))
+
+    @property
+    def header_row_range(self) -> FakeRange:
+        return FakeRange(self.grid, self.ref[0], (self.ref[0][0], self.ref[1][1]))
+
+    @property
+    def data_body_range(self) -> FakeRange:
+        return FakeRange(self.grid, (self.ref[0][0] + 1, self.ref[0][1]), self.ref[1])
+
+    def resize(self, new: FakeRange) -> None:
+        self.ref = (new.first, new.last)
+
+
+class FakeSheet:
+    def __init__(self) -> None:
+        self.grid = Grid()
+        self.tables = {excel.TABLE: FakeTable(self.grid)}
+
+    def range(self, first: tuple[int, int], last: tuple[int, int] | None = None) -> FakeRange:
+        return FakeRange(self.grid, first, last)
+
+    def rows(self) -> list[list[Any]]:
+        table = self.tables[excel.TABLE]
+        (top, left), (bottom, right) = table.ref
+        return [[self.grid.cells.get((r, c)) for c in range(left, right + 1)] for r in range(top + 1, bottom + 1)]
+
+
+class FakeName:
+    def __init__(self, value: Any = None) -> None:
+        self.refers_to_range = type("Cell", (), {"value": value})()
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.calculations = 0
+
+    def calculate(self) -> None:
+        self.calculations += 1
+
+
+class FakeBook:
+    def __init__(self, **settings: Any) -> None:
+        self.sheets = {excel.OPTOUTS_SHEET: FakeSheet()}
+        self.names = {name: FakeName() for name in (excel.LAST_REFRESHED, excel.ROW_COUNT, excel.STATUS)}
+        for name in (excel.SINCE, excel.UNTIL, excel.LIMIT, excel.INCLUDE_DELETED):
+            self.names[name] = FakeName(settings.get(name))
+        self.app = FakeApp()
+
+    def value(self, name: str) -> Any:
+        return self.names[name].refers_to_range.value
+
+
+def test_refresh_fills_the_table_in_one_write(sandbox: Sandbox) -> None:
+    book = FakeBook(Since=dt.datetime(2026, 5, 1), Limit=40.0, IncludeDeleted=False)
+    excel.refresh(book)
+    sheet = book.sheets[excel.OPTOUTS_SHEET]
+    names = {item["list_id"]: item["name"] for item in sandbox.account.lists()}
+    expected = [excel.table_row(o, names) for o in truth(sandbox) if o.opt_out_date >= since_2026()][:40]
+    assert sheet.rows() == expected and len(expected) == 40
+    assert sheet.grid.writes == 1  # one bulk write, never cell by cell
+    assert book.value(excel.ROW_COUNT) == 40 and book.value(excel.STATUS).startswith("OK: 40 opt-outs")
+    assert isinstance(book.value(excel.LAST_REFRESHED), dt.datetime)
+    assert book.app.calculations == 1
+    # Text that Excel would run as a formula is written with its text prefix.
+    reasons = [row[3] for row in sheet.rows()]
+    assert all(not reason.startswith(("=", "+", "-", "@")) for reason in reasons)
+
+
+def test_refresh_shrinks_the_table_and_clears_what_it_left(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")
+    excel.refresh(book)
+    sheet = book.sheets[excel.OPTOUTS_SHEET]
+    many = len(sheet.rows())
+    book.names[excel.LIMIT].refers_to_range.value = 2
+    excel.refresh(book)
+    assert len(sheet.rows()) == 2 < many
+    assert all(sheet.grid.cells.get((r, 1)) is None for r in range(4, many + 2))
+
+
+def test_a_failed_refresh_keeps_the_rows_and_says_why(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    book = FakeBook(Since="2026-01-01")
+    excel.refresh(book)
+    sheet = book.sheets[excel.OPTOUTS_SHEET]
+    before = sheet.rows()
+    monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", "expired-or-wrong")
+    excel.refresh(book)
+    assert sheet.rows() == before
+    status = book.value(excel.STATUS)
+    assert status.startswith("Refresh failed:") and "HTTP 401" in status and "expired-or-wrong" not in status
+    book.names[excel.SINCE].refers_to_range.value = "someday"
+    excel.refresh(book)
+    assert sheet.rows() == before and "Cannot read the since 'someday'" in book.value(excel.STATUS)
+
+
+def test_a_refresh_with_no_rows_leaves_one_empty_table_row(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2099-01-01")
+    excel.refresh(book)
+    assert book.sheets[excel.OPTOUTS_SHEET].rows() == [[""] * len(excel.TABLE_HEADER)]
+    assert book.value(excel.ROW_COUNT) == 0
