@@ -80,13 +80,16 @@ class SignedInTokens:
         self._last_call_path = self.lock_path.with_name("token-endpoint.last")
         self.margin = margin
         self.timeout = timeout
+        self._current: Tokens | None = None  # what this process last read or renewed
 
     def __repr__(self) -> str:
         return f"SignedInTokens(client_id={self.app.client_id!r}, store={self.store.where!r})"
 
     def access_token(self) -> str:
-        tokens = self._stored()
+        tokens = self._current if self._current and not self._current.expires_within(self.margin) else None
+        tokens = tokens or self._stored()
         if not tokens.expires_within(self.margin):
+            self._current = tokens
             return tokens.access_token
         return self.refresh(stale=tokens.access_token)
 
@@ -104,8 +107,18 @@ class SignedInTokens:
                 if not tokens.refresh_token:
                     raise SignInRequired("The sign-in has expired and cannot be renewed; " + SIGN_IN_AGAIN + ".")
                 fresh = self._call_token_endpoint(tokens.refresh_token)
-                self.store.save(fresh)  # durably, before the new access token is used anywhere
-                log.info("access token refreshed; it expires at %s", fresh.expires_at)
+                self._current = fresh
+                try:
+                    self.store.save(fresh)  # durably, before the new access token is used anywhere
+                except Exception as exc:  # the old refresh token is already dead: keep working on this one
+                    log.warning(
+                        "The renewed sign-in could not be saved in %s (%s); it works for this run only. "
+                        "Sign in again with `ccoptout-xl login` afterwards.",
+                        self.store.where,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    )
+                else:
+                    log.info("access token refreshed; it expires at %s", fresh.expires_at)
                 return fresh.access_token
         except Timeout:
             raise AuthError(
@@ -121,12 +134,13 @@ class SignedInTokens:
     def _call_token_endpoint(self, refresh_token: str) -> Tokens:
         from authlib.integrations.base_client.errors import OAuthError
 
-        from .signin import oauth_session, sign_in_error, within_rate_limit
+        from .signin import oauth_session, reaching, sign_in_error, within_rate_limit
 
         self._keep_to_one_call_a_second()
         session = oauth_session(self.app, timeout=self.timeout)
         try:
-            body = within_rate_limit(lambda: session.refresh_token(self.app.token_url, refresh_token=refresh_token))
+            with reaching(self.app):
+                body = within_rate_limit(lambda: session.refresh_token(self.app.token_url, refresh_token=refresh_token))
         except OAuthError as exc:
             if exc.error == "invalid_grant":
                 self.store.clear()  # it can never work again: don't let every later run fail the same way

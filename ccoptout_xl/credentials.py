@@ -17,14 +17,16 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .config import config_dir
 from .exceptions import ConfigError, SignInRequired
 
+T = TypeVar("T")
 STORE_ENV = "CCOPTOUT_TOKEN_STORE"
 KEYRING_SERVICE = "ccoptout-xl"
 SIGN_IN_AGAIN = "sign in again with `ccoptout-xl login`"
@@ -61,15 +63,23 @@ class Tokens:
         return cls(access, refresh, expires_at, str(body.get("scope") or ""))
 
 
-def jwt_expiry(token: str) -> dt.datetime | None:
-    """The ``exp`` claim of a JWT access token (read, not verified: the API verifies it), or None."""
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT access token (read, not verified: the API verifies it); {} if it is not one."""
     parts = token.split(".")
     if len(parts) != 3:
-        return None
+        return {}
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        return dt.datetime.fromtimestamp(float(payload["exp"]), dt.timezone.utc)
-    except (ValueError, KeyError, TypeError, binascii.Error, OverflowError):
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def jwt_expiry(token: str) -> dt.datetime | None:
+    """The ``exp`` claim of a JWT access token, or None."""
+    try:
+        return dt.datetime.fromtimestamp(float(jwt_claims(token)["exp"]), dt.timezone.utc)
+    except (ValueError, KeyError, TypeError, OverflowError):
         return None
 
 
@@ -94,7 +104,7 @@ class FileTokenStore:
 
     def load(self) -> Tokens | None:
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = _retry_while_busy(lambda: self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -126,7 +136,7 @@ class FileTokenStore:
                 json.dump(data, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
+            _retry_while_busy(lambda: os.replace(temporary, self.path))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
@@ -200,7 +210,7 @@ class KeyringTokenStore:
             return operation(KEYRING_SERVICE, self._names[kind], *value)
         except self._keyring.errors.PasswordDeleteError:
             raise
-        except self._keyring.errors.KeyringError as exc:
+        except Exception as exc:  # KeyringError, and the platform's own (pywintypes.error, dbus errors)
             raise SignInRequired(
                 f"The system keyring refused access ({type(exc).__name__}); unlock it, or set "
                 f"{STORE_ENV}=file to keep the sign-in in an owner-only file instead."
@@ -228,6 +238,16 @@ def token_store(client_id: str) -> TokenStore:
     if choice == "keyring" or (not choice and keyring_available()):
         return KeyringTokenStore(client_id)
     return FileTokenStore(config_dir() / "tokens.json")
+
+
+def _retry_while_busy(operation: Callable[[], T], tries: int = 20) -> T:
+    """Windows refuses to open or replace a file another process is replacing or reading: try again briefly."""
+    for _ in range(tries - 1):
+        try:
+            return operation()
+        except PermissionError:
+            time.sleep(0.05)
+    return operation()
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -8,22 +8,24 @@ See https://developer.constantcontact.com/api_guide/device_flow.html and .../pkc
 
 from __future__ import annotations
 
+import contextlib
 import html
 import secrets
 import threading
 import time
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
 from .config import SCOPES, OAuthApp
 from .credentials import Tokens
-from .exceptions import SignInFailed
+from .exceptions import ApiError, SignInFailed
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 Show = Callable[[str], None]
@@ -44,6 +46,24 @@ def oauth_session(app: OAuthApp, *, redirect_uri: str | None = None, timeout: fl
     if app.auth_url.startswith("http://"):
         session.trust_env = False  # loopback only (checked in OAuthApp): no proxy may see the tokens
     return session
+
+
+@contextlib.contextmanager
+def reaching(app: OAuthApp) -> Iterator[None]:
+    """Turn a sign-in server that cannot be reached, or answers with something other than JSON, into a clear
+    :class:`ApiError` (OAuth error answers are left to the caller)."""
+    host = urlsplit(app.auth_url).netloc
+    try:
+        yield
+    except requests.RequestException as exc:
+        reason = "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            reason = f"HTTP {exc.response.status_code}"
+        raise ApiError(
+            f"Could not reach the sign-in server {host} ({reason}); check the connection and try again."
+        ) from None
+    except ValueError:
+        raise ApiError(f"The sign-in server {host} sent an answer that is not JSON; try again later.") from None
 
 
 def sign_in_error(exc: OAuthError) -> SignInFailed:
@@ -67,9 +87,10 @@ def device_sign_in(
 ) -> Tokens:
     """Sign in with the device flow: show a code to enter in a browser, then poll until it is approved."""
     session = oauth_session(app, timeout=timeout)
-    answer = session.post(
-        app.device_url, data={"client_id": app.client_id, "scope": " ".join(SCOPES)}, withhold_token=True
-    )
+    with reaching(app):
+        answer = session.post(
+            app.device_url, data={"client_id": app.client_id, "scope": " ".join(SCOPES)}, withhold_token=True
+        )
     try:
         grant = answer.json()
     except ValueError:
@@ -87,7 +108,8 @@ def device_sign_in(
     while time.monotonic() < deadline:
         sleep(interval)
         try:
-            body = session.fetch_token(app.token_url, grant_type=DEVICE_GRANT, device_code=grant["device_code"])
+            with reaching(app):
+                body = session.fetch_token(app.token_url, grant_type=DEVICE_GRANT, device_code=grant["device_code"])
             return Tokens.from_response(body)
         except OAuthError as exc:
             if exc.error == "authorization_pending":
@@ -119,13 +141,15 @@ def browser_sign_in(
         session = oauth_session(app, redirect_uri=listener.redirect_uri, timeout=timeout)
         verifier = secrets.token_urlsafe(64)
         url, state = session.create_authorization_url(app.authorize_url, code_verifier=verifier)
+        listener.state = state
         show(f"Opening your browser to sign in. If it does not open, visit:\n{url}")
         opener(url)
         params = listener.wait(wait)
     if params is None:
-        raise SignInFailed(f"No answer from the browser within {wait:.0f} s; run `ccoptout-xl login --browser` again.")
-    if params.get("state") != state:
-        raise SignInFailed("The browser's answer did not match this sign-in (state mismatch); nothing was stored.")
+        raise SignInFailed(
+            f"No answer from the browser within {wait:.0f} s (answers for another sign-in are ignored); "
+            "run `ccoptout-xl login --browser` again."
+        )
     if "error" in params:
         if params["error"] == "access_denied":
             raise SignInFailed("Sign-in was refused in the browser; nothing was stored.")
@@ -133,9 +157,10 @@ def browser_sign_in(
     if not params.get("code"):
         raise SignInFailed("The browser came back without an authorization code; nothing was stored.")
     try:
-        body = within_rate_limit(
-            lambda: session.fetch_token(app.token_url, code=params["code"], code_verifier=verifier)
-        )
+        with reaching(app):
+            body = within_rate_limit(
+                lambda: session.fetch_token(app.token_url, code=params["code"], code_verifier=verifier)
+            )
     except OAuthError as exc:
         raise sign_in_error(exc) from None
     return Tokens.from_response(body)
@@ -154,12 +179,21 @@ def within_rate_limit(request: Callable[[], dict[str, Any]], tries: int = 3) -> 
             time.sleep(1.0)
 
 
+class _ExclusiveServer(HTTPServer):
+    allow_reuse_address = False  # no other process may bind the same port alongside (Windows' SO_REUSEADDR)
+
+
 class _RedirectListener:
-    """A one-shot HTTP listener on 127.0.0.1 (never another interface) for the browser's redirect."""
+    """A one-shot HTTP listener on 127.0.0.1 (never another interface) for the browser's redirect.
+
+    Only an answer carrying this sign-in's ``state`` counts: anything else that reaches the port (another local
+    program, a web page) gets a 404 and the listener keeps waiting for the browser.
+    """
 
     def __init__(self, redirect_uri: str) -> None:
         parts = urlsplit(redirect_uri)
         self._path = parts.path or "/"
+        self.state: str | None = None
         self._result: dict[str, str] | None = None
         self._done = threading.Event()
         listener = self
@@ -167,10 +201,13 @@ class _RedirectListener:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 target = urlsplit(self.path)
-                if target.path != listener._path or listener._done.is_set():
+                params = {k: v[0] for k, v in parse_qs(target.query).items()}
+                expected = listener.state
+                ours = expected is not None and secrets.compare_digest(params.get("state", ""), expected)
+                if target.path != listener._path or listener._done.is_set() or not ours:
                     self.send_error(404)
                     return
-                listener._result = {k: v[0] for k, v in parse_qs(target.query).items()}
+                listener._result = params
                 failed = "error" in listener._result
                 message = "Sign-in was refused." if failed else "Signed in. You can close this window."
                 page = f"<!doctype html><title>ccoptout-xl</title><p>{html.escape(message)}</p>".encode()
@@ -185,14 +222,15 @@ class _RedirectListener:
                 pass
 
         try:
-            self._server = HTTPServer(("127.0.0.1", parts.port or 80), Handler)
+            self._server = _ExclusiveServer(("127.0.0.1", 80 if parts.port is None else parts.port), Handler)
         except OSError as exc:
             raise SignInFailed(
                 f"Cannot listen on 127.0.0.1:{parts.port} for the browser ({exc.strerror or exc}); close what uses "
                 "it or set another redirect URI (registered in the developer portal)."
             ) from None
         port = self._server.server_address[1]
-        self.redirect_uri = urlunsplit((parts.scheme, f"{parts.hostname}:{port}", self._path, "", ""))
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        self.redirect_uri = urlunsplit((parts.scheme, f"{host}:{port}", self._path, "", ""))
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
 
     def __enter__(self) -> _RedirectListener:

@@ -120,12 +120,47 @@ def test_browser_flow_with_pkce_end_to_end(sandbox: Sandbox) -> None:
     assert grants == ["authorization_code"]
 
 
-def test_browser_flow_refused_or_forged(sandbox: Sandbox) -> None:
+def test_browser_flow_refused(sandbox: Sandbox) -> None:
     with pytest.raises(SignInFailed, match="refused"):
         browser_sign_in(app(), show=lambda text: None, opener=browser("deny"), wait=20)
-    with pytest.raises(SignInFailed, match="state mismatch"):
-        browser_sign_in(app(), show=lambda text: None, opener=browser(tamper_state=True), wait=20)
     assert sandbox.oauth.token_requests == []  # nothing was exchanged
+
+
+def test_answers_that_are_not_this_sign_ins_are_ignored(sandbox: Sandbox) -> None:
+    # Another local program (or a web page) reaches the listener first with a forged answer: it is turned away,
+    # and the real browser's answer that follows still completes the sign-in.
+    def forged_then_real(url: str) -> None:
+        browser(tamper_state=True)(url)
+        browser()(url)
+
+    assert browser_sign_in(app(), show=lambda text: None, opener=forged_then_real, wait=20).refresh_token
+    with pytest.raises(SignInFailed, match="No answer from the browser within 1 s"):
+        browser_sign_in(app(), show=lambda text: None, opener=browser(tamper_state=True), wait=1)
+
+
+def test_an_unreachable_sign_in_server_is_a_clear_error(sandbox: Sandbox, capsys, monkeypatch) -> None:
+    seed_sign_in(sandbox, expired=True)
+    monkeypatch.setenv("CCOPTOUT_AUTH_URL", "http://127.0.0.1:9/oauth2/default/v1")  # nothing listens there
+    assert main(["fetch"]) == 3
+    err = capsys.readouterr().err
+    assert "Could not reach the sign-in server 127.0.0.1:9" in err and err.count("\n") == 1
+    assert main(["login", "--no-open"]) == 3
+    assert "Could not reach the sign-in server" in capsys.readouterr().err
+    assert stored() is not None  # nothing stored was touched
+
+
+def test_a_renewed_sign_in_that_cannot_be_saved_still_serves_this_run(
+    sandbox: Sandbox, capsys, monkeypatch, caplog
+) -> None:
+    seed_sign_in(sandbox, expired=True)
+
+    def disk_full(self, tokens):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FileTokenStore, "save", disk_full)
+    assert main(["fetch", "--latest", "2", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert "could not be saved" in caplog.text and "No space left" in caplog.text
 
 
 def test_confidential_app_signs_in_with_its_secret(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
