@@ -16,12 +16,9 @@ was; a cross-process lock makes two processes that sync at once do the work once
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -36,6 +33,7 @@ from filelock import FileLock, Timeout
 
 from .client import Client
 from .config import APP_NAME
+from .credentials import jwt_claims
 from .exceptions import ApiError, ConfigError
 from .optouts import OptOut, OptOutTable
 from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, find_optouts
@@ -68,12 +66,9 @@ def cache_dir() -> Path:
 
 def account_key(base_url: str, access_token: str) -> str:
     """A stable name for the account behind a token: its user id from the JWT (no API call), with the API address."""
-    who = hashlib.sha256(access_token.encode()).hexdigest()  # a token that is not a JWT: one store per token
-    parts = access_token.split(".")
-    if len(parts) == 3:
-        with contextlib.suppress(ValueError, binascii.Error, TypeError, AttributeError):
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-            who = str(claims.get("platform_user_id") or claims.get("uid") or claims.get("sub") or who)
+    claims = jwt_claims(access_token)
+    who = claims.get("platform_user_id") or claims.get("uid") or claims.get("sub")
+    who = str(who or hashlib.sha256(access_token.encode()).hexdigest())  # not a JWT: one store per token
     return hashlib.sha256(f"{base_url}|{who}".encode()).hexdigest()[:20]
 
 
@@ -173,7 +168,8 @@ class OptOutStore:
         return last is not None and _now() - last < max_age
 
     def state(self) -> StoreState:
-        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        files = [Path(str(self.path) + suffix) for suffix in ("", "-wal", "-shm")]
+        size = sum(p.stat().st_size for p in files if p.is_file())
         return StoreState(
             path=self.path,
             rows=self._table.count(),
@@ -236,7 +232,10 @@ class OptOutStore:
                 if full or full_at is None or newest is None or _now() - full_at > full_every:
                     kind, since = "full", EARLIEST_OPT_OUT
                 else:
-                    kind, since = "incremental", max(newest - OVERLAP, EARLIEST_OPT_OUT)
+                    # From the newest stored opt-out, but never later than the last sync: one opt-out dated in the
+                    # future (a clock error) must not hide everything that comes before it.
+                    last_sync = self._meta_time("last_sync_at") or newest
+                    kind, since = "incremental", max(min(newest, last_sync) - OVERLAP, EARLIEST_OPT_OUT)
                 calls_before = client.stats.calls
                 try:
                     found = find_optouts(
@@ -259,10 +258,21 @@ class OptOutStore:
             ) from None
 
     def clear(self) -> None:
-        """Forget every stored opt-out and the sync state (the next query makes a full sync)."""
-        with self._db:
-            self._db.execute(f"DELETE FROM {self._table.name}")
-            self._db.execute("DELETE FROM meta WHERE key != 'schema_version'")
+        """Forget every stored opt-out and the sync state (the next query makes a full sync), by deleting the
+        file, which also works when it is damaged inside. Today's call count is kept."""
+        calls = self.calls_today_or_zero()
+        self._db.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(self.path) + suffix)
+        self._db = self._open()
+        self.record_calls(calls)
+
+    def calls_today_or_zero(self) -> int:
+        try:
+            return self.calls_today()
+        except sqlite3.DatabaseError:
+            return 0
 
     def _replace(self, found: QueryResult, synced_at: dt.datetime) -> int:
         with self._db:  # one transaction: readers see the old snapshot until it commits
@@ -280,18 +290,30 @@ class OptOutStore:
     # -- the file ------------------------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    os.replace(str(self.path) + suffix, str(aside) + suffix)
-            self.on_notice(
-                f"The local opt-out store {self.path} could not be read ({exc}); it was moved to {aside.name} "
-                "and a new one is being built (the next query makes a full sync)."
-            )
-            return self._connect()
+        for _ in range(50):
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.1)  # another process is creating or changing the file's layout
+            except sqlite3.DatabaseError as exc:
+                if "not a database" not in str(exc) and "malformed" not in str(exc):
+                    raise
+                return self._rebuild(exc)
+        return self._connect()
+
+    def _rebuild(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """Move a damaged file aside (kept for inspection) and start a new one."""
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(str(self.path) + suffix, str(aside) + suffix)
+        self.on_notice(
+            f"The local opt-out store {self.path} could not be read ({exc}); it was moved to {aside.name} "
+            "and a new one is being built (the next query makes a full sync)."
+        )
+        return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level="DEFERRED")
@@ -303,7 +325,7 @@ class OptOutStore:
             if version != SCHEMA_VERSION:
                 with db:  # an older (or newer) layout: rebuilt, the next sync is full
                     for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-                        if table != "meta":
+                        if table not in ("meta", "calls"):  # today's call count outlives any layout
                             db.execute(f"DROP TABLE {table}")
                     db.execute("DELETE FROM meta")
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

@@ -209,3 +209,58 @@ def test_stored_optouts_are_the_same_records(sandbox: Sandbox) -> None:
     assert [(o.contact_id, o.opt_out_date, o.opt_out_reason, o.list_ids, o.deleted) for o in stored] == [
         (o.contact_id, o.opt_out_date, o.opt_out_reason, o.list_ids, o.deleted) for o in expected
     ]
+
+
+def test_an_optout_dated_in_the_future_does_not_hide_later_ones(sandbox: Sandbox) -> None:
+    client = make_client(sandbox)
+    with OptOutStore.for_client(client) as store:
+        store.sync(client)
+        sandbox.account.opt_out(count=1, at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2))  # a clock error
+        store.sync(client)
+        later = sandbox.account.opt_out(count=5, at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=2))
+        assert store.sync(client).kind == "incremental"
+        assert set(later) <= set(ids(store.query(OptOutQuery())))
+
+
+def test_processes_creating_a_new_store_at_once_wait_for_each_other(tmp_path: Path) -> None:
+    # Twelve processes opening a store that does not exist yet: one creates it, the others wait while it is
+    # busy (locked is not corrupt), and nothing is moved aside.
+    path = tmp_path / "new.sqlite3"
+    script = (
+        "import sys, time; from ccoptout_xl.store import OptOutStore; "
+        f"time.sleep(max(0.0, {time.time() + 1.5} - time.time())); "
+        f"store = OptOutStore(__import__('pathlib').Path({str(path)!r}), on_notice=lambda t: sys.exit('moved: ' + t)); "
+        "print(store.state().rows)"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(12)]  # fmt: skip
+    results = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 12, [err for _, err in results]
+    assert [out.strip() for out, _ in results] == ["0"] * 12
+    assert not [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+
+
+def test_clear_works_on_a_store_damaged_inside(sandbox: Sandbox) -> None:
+    client = make_client(sandbox)
+    with OptOutStore.for_client(client) as store:
+        store.sync(client)
+        path = store.path
+    with open(path, "r+b") as handle:  # damage the middle of the file, not its header
+        handle.seek(8_192)
+        handle.write(b"\xff" * 8_192)
+    with OptOutStore(path) as store:
+        store.clear()
+        assert store.state().rows == 0
+        assert store.sync(client).kind == "full"
+    assert stored_ids(sandbox) == ids(truth(sandbox))
+
+
+def test_a_layout_rebuild_keeps_todays_call_count(sandbox: Sandbox) -> None:
+    client = make_client(sandbox)
+    with OptOutStore.for_client(client) as store:
+        store.sync(client)
+        path, calls = store.path, store.calls_today()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    with OptOutStore(path, on_notice=lambda text: None) as store:
+        assert store.calls_today() == calls > 0
