@@ -132,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     cache_clear = cache_commands.add_parser("clear", parents=[common], help="forget the stored opt-outs")
     cache_clear.set_defaults(run=run_cache_clear)
 
+    workbook = commands.add_parser(
+        "workbook",
+        parents=[common],
+        help="write the Excel workbook (OptOuts.xlsm), set up for this Python",
+        description="Write a copy of OptOuts.xlsm whose xlwings settings point at this Python, ready to open.",
+    )
+    workbook.add_argument("--dest", metavar="PATH", default="OptOuts.xlsm", help="(default: OptOuts.xlsm here)")
+    workbook.set_defaults(run=run_workbook)
+
     sandbox = commands.add_parser(
         "sandbox",
         parents=[common],
@@ -314,6 +323,19 @@ def run_cache_clear(args: argparse.Namespace) -> int:
         rows = store.state().rows
         store.clear()
     print(f"Cleared the local store ({plural(rows, 'opt-out')}); the next query makes a full sync.")
+    return 0
+
+
+def run_workbook(args: argparse.Namespace) -> int:
+    from .workbook import interpreter, write_workbook
+
+    dest = Path(args.dest)
+    if dest.suffix.lower() != ".xlsm":
+        raise UsageError(f"The workbook has macros: name the file with .xlsm, not {dest.name!r}.")
+    check_output_folder(str(dest))
+    path = write_workbook(dest)
+    print(f"Wrote {path.resolve()}, set up for {interpreter()}.")
+    print("Open it in Excel (unblock it first if Windows blocks its macros), then Opt-outs tab > Sign in, Refresh.")
     return 0
 
 

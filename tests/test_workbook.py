@@ -1,0 +1,147 @@
+"""The Excel workbook, checked without Excel: its parts, VBA, ribbon, UDF wrappers, and that it matches its build."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pytest
+import xmlschema
+from oletools.olevba import VBA_Parser
+
+from ccoptout_xl import excel
+from ccoptout_xl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKBOOK = ROOT / "workbook" / "OptOuts.xlsm"
+RIBBON_TYPE = "http://schemas.microsoft.com/office/2007/relationships/ui/extensibility"
+
+
+def schema_path() -> Path:
+    shared = ROOT.parent / "shared" / "office" / "customui14.xsd"
+    return shared if shared.is_file() else ROOT / "workbook" / "schema" / "customui14.xsd"
+
+
+@pytest.fixture(scope="module")
+def modules() -> dict[str, str]:
+    """VBA module name -> source, as olevba reads them."""
+    parser = VBA_Parser(str(WORKBOOK))
+    try:
+        return {name.rsplit(".", 1)[0]: code for _, _, name, code in parser.extract_all_macros()}
+    finally:
+        parser.close()
+
+
+def parts(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_the_workbook_is_up_to_date_with_its_build(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("workbook_build", ROOT / "workbook" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    fresh = build.build(tmp_path / WORKBOOK.name)
+    committed, rebuilt = parts(WORKBOOK), parts(fresh)
+    assert sorted(committed) == sorted(rebuilt)
+    stale = [name for name in committed if committed[name] != rebuilt[name]]
+    assert stale == [], f"workbook/OptOuts.xlsm is out of date: run python workbook/build.py ({stale})"
+    assert fresh.read_bytes() == WORKBOOK.read_bytes()  # the build is deterministic to the byte
+
+
+def test_olevba_lists_the_modules_and_their_macros(modules: dict[str, str]) -> None:
+    assert {"xlwings", "Ribbon", "xlwings_udfs", "ThisWorkbook", "Dictionary"} <= set(modules)
+    assert "Module1" not in modules  # the template's sample macro is gone
+    assert "xlwings64-" in modules["xlwings"]  # the standalone module: no add-in needed
+    subs = re.findall(r"^Sub (\w+)\(control As IRibbonControl\)", modules["Ribbon"], re.MULTILINE)
+    assert subs == ["RefreshOptOuts", "SignIn", "SignOut"]
+
+
+def test_every_ribbon_button_calls_an_existing_callback(modules: dict[str, str]) -> None:
+    ribbon = parts(WORKBOOK)["customUI/customUI14.xml"].decode()
+    actions = re.findall(r'onAction="([^"]+)"', ribbon)
+    assert len(actions) == 3
+    for action in actions:
+        module, sub = action.split(".")
+        assert re.search(rf"^Sub {sub}\(control As IRibbonControl\)", modules[module], re.MULTILINE), action
+
+
+def test_every_runpython_call_names_an_existing_python_function(modules: dict[str, str]) -> None:
+    calls = re.findall(r'RunPython "([^"]+)"', modules["Ribbon"])
+    assert len(calls) == 3
+    for call in calls:
+        imported = re.fullmatch(r"import ([\w.]+) as (\w+); \2\.(\w+)\(\)", call)
+        assert imported, call
+        module = importlib.import_module(imported.group(1))
+        function = getattr(module, imported.group(3))
+        assert callable(function) and all(
+            p.default is not p.empty for p in inspect.signature(function).parameters.values()
+        )
+
+
+def test_udf_wrappers_declare_each_function_with_its_arguments(modules: dict[str, str]) -> None:
+    wrappers = modules["xlwings_udfs"]
+    declared = dict(re.findall(r"^Function (\w+)\(([^)]*)\)", wrappers, re.MULTILINE))
+    assert set(declared) == set(excel.udf_names())
+    for name in excel.udf_names():
+        parameters = inspect.signature(getattr(excel, name)).parameters.values()
+        expected = ", ".join(("Optional " if p.default is not p.empty else "") + p.name for p in parameters)
+        assert declared[name] == expected, name
+        assert f'XLPy.CallUDF("ccoptout_xl.excel", "{name}"' in wrappers
+    assert "Application.Volatile" not in wrappers  # recalculated when inputs change, not on every edit
+
+
+def test_ribbon_validates_and_is_linked() -> None:
+    contents = parts(WORKBOOK)
+    xmlschema.XMLSchema(str(schema_path())).validate(contents["customUI/customUI14.xml"].decode())
+    relationships = contents["_rels/.rels"].decode()
+    assert re.search(rf'Type="{re.escape(RIBBON_TYPE)}" Target="customUI/customUI14.xml"', relationships)
+
+
+def test_openpyxl_finds_the_table_named_cells_and_settings() -> None:
+    book = openpyxl.load_workbook(WORKBOOK, keep_vba=True)
+    try:
+        assert book.sheetnames == [excel.OPTOUTS_SHEET, "xlwings.conf", excel.SETTINGS_SHEET, "How to use"]
+        sheet = book[excel.OPTOUTS_SHEET]
+        table = sheet.tables[excel.TABLE]
+        assert table.ref == "A1:H2"
+        assert [cell.value for cell in sheet[1]] == excel.TABLE_HEADER
+        for name in (excel.SINCE, excel.UNTIL, excel.LIMIT, excel.INCLUDE_DELETED, excel.LAST_REFRESHED,
+                     excel.ROW_COUNT, excel.STATUS):  # fmt: skip
+            destinations = list(book.defined_names[name].destinations)
+            assert destinations[0][0] == excel.SETTINGS_SHEET, name
+        conf = {row[0]: row[1] for row in book["xlwings.conf"].iter_rows(values_only=True) if row[0]}
+        assert conf["UDF Modules"] == "ccoptout_xl.excel"
+        validations = book[excel.SETTINGS_SHEET].data_validations.dataValidation
+        assert {str(v.sqref) for v in validations} == {"B2", "B3", "B4", "B5"}
+    finally:
+        book.vba_archive.close()
+
+
+def test_workbook_command_sets_this_python_and_keeps_the_rest(tmp_path: Path, capsys) -> None:
+    dest = tmp_path / "Mine.xlsm"
+    assert main(["workbook", "--dest", str(dest)]) == 0
+    assert str(dest) in capsys.readouterr().out
+    built, written = parts(WORKBOOK), parts(dest)
+    changed = [name for name in built if built[name] != written[name]]
+    assert changed == ["xl/worksheets/sheet2.xml"]  # only the xlwings.conf sheet
+    book = openpyxl.load_workbook(dest, keep_vba=True)
+    try:
+        conf = {row[0]: row[1] for row in book["xlwings.conf"].iter_rows(values_only=True) if row[0]}
+    finally:
+        book.vba_archive.close()
+    assert conf["Interpreter_Win"] == conf["Interpreter_Mac"] == sys.executable
+    assert main(["workbook", "--dest", str(tmp_path / "Mine.xlsx")]) == 2
+
+
+def test_vendored_ribbon_schema_is_microsofts() -> None:
+    shared = ROOT.parent / "shared" / "office" / "customui14.xsd"
+    if not shared.is_file():
+        pytest.skip("shared/office is not beside this checkout")
+    assert (ROOT / "workbook" / "schema" / "customui14.xsd").read_bytes() == shared.read_bytes()
