@@ -279,6 +279,10 @@ class OptOutStore:
             self._db.execute(f"DELETE FROM {self._table.name}")
             fetched = self._table.add_all(found.found.newest())
             self._set_meta(full_sync_at=synced_at, last_sync_at=synced_at, sync_finished_at=_now())
+        # A full sync rewrites everything through the write-ahead log: fold it back into the file now, so the
+        # store does not take twice its size on disk until the next automatic checkpoint.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return fetched
 
     def _update(self, found: QueryResult, synced_at: dt.datetime) -> int:
