@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +64,16 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@contextlib.contextmanager
+def sandbox_as_api(spec: AccountSpec, monkeypatch: pytest.MonkeyPatch, cache: Path) -> Iterator[Sandbox]:
+    """A sandbox that the command line and ``Client.from_environment()`` talk to, with its own cache folder."""
+    with Sandbox(spec, rate_limit=None, daily_quota=None) as sb:
+        monkeypatch.setenv("CCOPTOUT_CACHE_DIR", str(cache))
+        monkeypatch.setenv("CCOPTOUT_API_URL", sb.base_url)
+        monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", sb.token)
+        yield sb
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.store import fetch_optouts
 
-from .conftest import ANCHOR, make_client, truth
+from .conftest import ANCHOR, make_client, sandbox_as_api, truth
 
 LOCAL = dateutil_tz.tzlocal()
 
@@ -23,10 +23,7 @@ LOCAL = dateutil_tz.tzlocal()
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     spec = AccountSpec(contacts=2_000, seed=8, unsubscribed_share=0.3, anchor=ANCHOR)
-    with Sandbox(spec, rate_limit=None, daily_quota=None) as sb:
-        monkeypatch.setenv("CCOPTOUT_CACHE_DIR", str(tmp_path / "cache"))
-        monkeypatch.setenv("CCOPTOUT_API_URL", sb.base_url)
-        monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", sb.token)
+    with sandbox_as_api(spec, monkeypatch, tmp_path / "cache") as sb:
         yield sb
 
 

@@ -20,17 +20,14 @@ from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.store import OptOutStore, QuotaGuard, fetch_optouts
 
-from .conftest import ANCHOR, make_client, truth
+from .conftest import ANCHOR, make_client, sandbox_as_api, truth
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """1,200 opt-outs (3 pages), and a cache folder of this test's own."""
     spec = AccountSpec(contacts=2_000, seed=6, unsubscribed_share=0.6, anchor=ANCHOR)
-    with Sandbox(spec, rate_limit=None, daily_quota=None) as sb:
-        monkeypatch.setenv("CCOPTOUT_CACHE_DIR", str(tmp_path / "cache"))
-        monkeypatch.setenv("CCOPTOUT_API_URL", sb.base_url)
-        monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", sb.token)
+    with sandbox_as_api(spec, monkeypatch, tmp_path / "cache") as sb:
         yield sb
 
 
