@@ -25,7 +25,7 @@ from .files import atomic_output, require_folder
 from .formats import FORMATS, plural, write_optouts
 from .query import OptOutQuery, QueryResult
 from .report import build_report
-from .store import MAX_AGE, OptOutStore, fetch_optouts
+from .store import MAX_AGE, OptOutStore, count_calls, fetch_optouts
 
 DEMO_CONTACTS = 20_000
 DEMO_SEED = 1
@@ -257,6 +257,8 @@ def run_fetch(args: argparse.Namespace) -> int:
                 write_optouts(result, sys.stdout, args.format, zone, raw=args.raw)
         finally:
             result.close()
+        if not args.demo:
+            count_calls(client)  # --no-cache calls spend the same quota
     return 0
 
 

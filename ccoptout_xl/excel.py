@@ -168,7 +168,7 @@ def refresh(book: Any = None) -> None:
     went wrong and what to do.
     """
     from .client import Client
-    from .store import fetch_optouts
+    from .store import count_calls, fetch_optouts
 
     book = book or xw.Book.caller()
     status = book.names[STATUS].refers_to_range
@@ -184,6 +184,7 @@ def refresh(book: Any = None) -> None:
                 rows = [table_row(o, names) for o in result]
             finally:
                 result.close()
+            count_calls(client)
     except CcOptOutError as exc:
         status.value = f"Refresh failed: {exc}"
         return

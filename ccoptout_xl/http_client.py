@@ -63,6 +63,7 @@ class CallStats:
     throttled: int = 0
     pages: int = 0
     contacts: int = 0
+    counted: int = 0  # calls already added to the local store's count for the day (see store.count_calls)
 
 
 class RequestPacer:

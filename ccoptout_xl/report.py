@@ -38,7 +38,7 @@ from .exceptions import ApiError
 from .files import atomic_path
 from .optouts import OptOut
 from .query import Notice, OptOutQuery, Progress
-from .store import MAX_AGE, fetch_optouts
+from .store import MAX_AGE, count_calls, fetch_optouts
 
 TABLE_NAME = "OptOuts"
 COLUMNS = (
@@ -240,6 +240,8 @@ def build_report(
         summary = write_report(result, path, zone=zone, list_names=list_names, info=info)
     finally:
         result.close()
+    if use_store:
+        count_calls(client)
     return summary, client.stats.calls
 
 

@@ -128,11 +128,15 @@ class OptOutStore:
     @classmethod
     def for_client(cls, client: Client, *, on_notice: Notice | None = None) -> OptOutStore:
         """The store of the account ``client`` signs in to."""
-        key = account_key(client.http.base_url, client.http.tokens.access_token())
-        path = cache_dir() / f"optouts-{key}.sqlite3"
+        path = cls.path_for(client)
         store = cls(path, on_notice=on_notice)
         _remember(path)
         return store
+
+    @staticmethod
+    def path_for(client: Client) -> Path:
+        """Where the store of ``client``'s account is (or would be)."""
+        return cache_dir() / f"optouts-{account_key(client.http.base_url, client.http.tokens.access_token())}.sqlite3"
 
     @classmethod
     def last_used(cls) -> OptOutStore | None:
@@ -186,6 +190,11 @@ class OptOutStore:
 
     # -- writing -------------------------------------------------------------------------------------------
 
+    def count_calls(self, client: Client) -> None:
+        """Add the calls ``client`` made since it was last counted to today's count (the quota guard's)."""
+        self.record_calls(client.stats.calls - client.stats.counted)
+        client.stats.counted = client.stats.calls
+
     def record_calls(self, count: int) -> None:
         """Count API calls against today's (UTC) quota."""
         if count:
@@ -236,7 +245,6 @@ class OptOutStore:
                     # future (a clock error) must not hide everything that comes before it.
                     last_sync = self._meta_time("last_sync_at") or newest
                     kind, since = "incremental", max(min(newest, last_sync) - OVERLAP, EARLIEST_OPT_OUT)
-                calls_before = client.stats.calls
                 try:
                     found = find_optouts(
                         client,
@@ -245,7 +253,7 @@ class OptOutStore:
                         on_notice=self.on_notice,
                     )
                 finally:
-                    self.record_calls(client.stats.calls - calls_before)
+                    self.count_calls(client)
                 try:
                     fetched = self._replace(found, asked_at) if kind == "full" else self._update(found, asked_at)
                 finally:
@@ -403,6 +411,14 @@ def _setting(name: str, kind: type, default: float, low: float, high: float) -> 
     if value is None or not low <= value <= high:
         raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, not {text!r}.")
     return value
+
+
+def count_calls(client: Client) -> None:
+    """Count what ``client`` spent outside syncs (list names, account, --no-cache) against today's quota, in the
+    account's store if it has one (``--no-cache`` never creates a store)."""
+    if client.stats.calls > client.stats.counted and OptOutStore.path_for(client).is_file():
+        with OptOutStore.for_client(client) as store:
+            store.count_calls(client)
 
 
 def _remember(path: Path) -> None:

@@ -261,3 +261,13 @@ def test_a_layout_rebuild_keeps_todays_call_count(sandbox: Sandbox) -> None:
         db.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
     with OptOutStore(path, on_notice=lambda text: None) as store:
         assert store.calls_today() == calls > 0
+
+
+def test_every_api_call_counts_against_the_day_not_only_syncs(sandbox: Sandbox, tmp_path: Path) -> None:
+    assert main(["report", "-o", str(tmp_path / "r.xlsx")]) == 0  # a full sync, then list names and account
+    with OptOutStore.for_client(make_client(sandbox)) as store:
+        assert store.calls_today() == api_calls(sandbox) == 5
+    assert main(["fetch", "--no-cache", "--latest", "1"]) == 0
+    assert main(["fetch", "--latest", "1"]) == 0  # fresh: no call, nothing to count
+    with OptOutStore.for_client(make_client(sandbox)) as store:
+        assert store.calls_today() == api_calls(sandbox) > 5
