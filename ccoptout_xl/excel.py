@@ -7,9 +7,11 @@ Names of sheets, the table and named cells live here, and the workbook build use
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import xlwings as xw
@@ -35,22 +37,33 @@ LAST_SERIAL = 2_958_465  # 31 December 9999
 # -- worksheet functions ------------------------------------------------------------------------------------
 
 
-@xw.func
-def OPTOUTS_SINCE(since: Any, until: Any = None, limit: Any = None, include_deleted: Any = False) -> Any:
-    """The opt-outs from ``since`` (inclusive) to ``until`` (exclusive), newest first, with a header row."""
-    return _answer(lambda store: _rows(store, _query(since, until, limit, include_deleted, since_required=True)))
+# Excel error values (#N/A...) reach Python as None unless asked for as text; as text they get a clear message.
+# Argument names become the VBA wrapper's, so none may be a VBA keyword ("Until" is one).
 
 
 @xw.func
+@xw.arg("since", err_to_str=True)
+@xw.arg("until_date", err_to_str=True)
+@xw.arg("limit", err_to_str=True)
+@xw.arg("include_deleted", err_to_str=True)
+def OPTOUTS_SINCE(since: Any, until_date: Any = None, limit: Any = None, include_deleted: Any = False) -> Any:
+    """The opt-outs from ``since`` (inclusive) to ``until_date`` (exclusive), newest first, with a header row."""
+    return _answer(lambda store: _rows(store, _query(since, until_date, limit, include_deleted, since_required=True)))
+
+
+@xw.func
+@xw.arg("n", err_to_str=True)
 def OPTOUTS_LATEST(n: Any) -> Any:
     """The ``n`` most recent opt-outs, newest first, with a header row."""
     return _answer(lambda store: _rows(store, OptOutQuery(latest=_count(n, "n"))))
 
 
 @xw.func
-def OPTOUTS_COUNT(since: Any, until: Any = None) -> Any:
-    """How many opt-outs from ``since`` to ``until``."""
-    return _answer(lambda store: len(store.query(_query(since, until, None, False, since_required=True))))
+@xw.arg("since", err_to_str=True)
+@xw.arg("until_date", err_to_str=True)
+def OPTOUTS_COUNT(since: Any, until_date: Any = None) -> Any:
+    """How many opt-outs from ``since`` to ``until_date``."""
+    return _answer(lambda store: len(store.query(_query(since, until_date, None, False, since_required=True))))
 
 
 @xw.func
@@ -71,10 +84,8 @@ def _answer(compute: Callable[[Any], Any]) -> Any:
             if store.state().last_sync_at is None:
                 return NO_DATA
             return compute(store)
-    except CcOptOutError as exc:
-        return str(exc)
     except Exception as exc:  # a cell shows one line, never a traceback
-        return f"Error: {type(exc).__name__}: {exc}".splitlines()[0]
+        return one_line(exc)
 
 
 def _rows(store: Any, query: OptOutQuery) -> list[list[Any]]:
@@ -95,7 +106,7 @@ def _function_row(optout: OptOut) -> list[Any]:
 
 def _query(since: Any, until: Any, limit: Any, include_deleted: Any, *, since_required: bool) -> OptOutQuery:
     start = to_moment(since, "since", required=since_required)
-    end = to_moment(until, "until")
+    end = to_moment(until, "until_date")
     latest = None if _blank(limit) else _count(limit, "limit")
     return OptOutQuery(since=start, until=end, latest=latest, include_deleted=_flag(include_deleted))
 
@@ -134,7 +145,7 @@ def _count(value: Any, name: str) -> int:
         number = float(value)
     except ValueError:
         raise UsageError(f"{name}: {value!r} is not a number; give a whole number from 1 to {MAX_LATEST:,}.") from None
-    if number != int(number) or not 1 <= number <= MAX_LATEST:
+    if not math.isfinite(number) or number != int(number) or not 1 <= number <= MAX_LATEST:
         raise UsageError(f"{name}: {value} is not a whole number from 1 to {MAX_LATEST:,}.")
     return int(number)
 
@@ -171,8 +182,7 @@ def refresh(book: Any = None) -> None:
     from .store import count_calls, fetch_optouts
 
     book = book or xw.Book.caller()
-    status = book.names[STATUS].refers_to_range
-    try:
+    with _reporting(book, "Refresh"):
         query = _query(
             _setting(book, SINCE), _setting(book, UNTIL), _setting(book, LIMIT), _setting(book, INCLUDE_DELETED),
             since_required=False,
@@ -185,17 +195,21 @@ def refresh(book: Any = None) -> None:
             finally:
                 result.close()
             count_calls(client)
-    except CcOptOutError as exc:
-        status.value = f"Refresh failed: {exc}"
-        return
-    except Exception as exc:  # shown in the workbook: never a traceback dialog
-        status.value = f"Refresh failed: {type(exc).__name__}: {exc}".splitlines()[0]
-        return
-    write_table(book.sheets[OPTOUTS_SHEET], rows)
-    book.names[LAST_REFRESHED].refers_to_range.value = dt.datetime.now().replace(microsecond=0)
-    book.names[ROW_COUNT].refers_to_range.value = len(rows)
-    status.value = f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())})."
-    book.app.calculate()  # so the worksheet functions show the new data
+        write_table(book.sheets[OPTOUTS_SHEET], rows)
+        book.names[LAST_REFRESHED].refers_to_range.value = dt.datetime.now().replace(microsecond=0)
+        book.names[ROW_COUNT].refers_to_range.value = len(rows)
+        _status(book, f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())}).")
+        recalculate(book)
+
+
+def recalculate(book: Any) -> None:
+    """Recalculate every formula: the worksheet functions are not volatile and their arguments did not change,
+    so an ordinary recalculation would leave them showing the old data."""
+    api = getattr(book.app, "api", None)
+    if api is not None and hasattr(api, "CalculateFull"):
+        api.CalculateFull()  # Windows (COM)
+    else:
+        book.app.calculate()  # macOS: the functions are Windows-only anyway
 
 
 def table_row(optout: OptOut, list_names: dict[str, str] | None = None) -> list[Any]:
@@ -228,7 +242,8 @@ def write_table(sheet: Any, rows: list[list[Any]]) -> None:
 
 
 def sign_in(book: Any = None) -> None:
-    """Ribbon "Sign in": the device flow; the code is shown in a message box and the browser opens."""
+    """Ribbon "Sign in": the device flow. The browser opens on the sign-in page and a message shows the code;
+    approving in the browser and clicking OK completes it."""
     import webbrowser
 
     from .config import OAuthApp
@@ -236,16 +251,17 @@ def sign_in(book: Any = None) -> None:
     from .signin import device_sign_in
 
     book = book or xw.Book.caller()
-    status = book.names[STATUS].refers_to_range
-    try:
+    with _reporting(book, "Sign-in"):
         app = OAuthApp.load()
-        tokens = device_sign_in(app, show=lambda text: _tell(book, status, text), opener=webbrowser.open)
+
+        def show(text: str) -> None:
+            _status(book, text)
+            book.app.alert(f"{text}\n\nApprove in the browser, then click OK; this workbook waits for it.", "Sign in")
+
+        tokens = device_sign_in(app, show=show, opener=webbrowser.open)
         store = token_store(app.client_id)
         store.save(tokens)
-    except CcOptOutError as exc:
-        status.value = f"Sign-in failed: {exc}"
-        return
-    status.value = f"Signed in; the sign-in is kept in {store.where}. Click Refresh."
+        _status(book, f"Signed in; the sign-in is kept in {store.where}. Click Refresh.")
 
 
 def sign_out(book: Any = None) -> None:
@@ -254,18 +270,28 @@ def sign_out(book: Any = None) -> None:
     from .credentials import token_store
 
     book = book or xw.Book.caller()
-    status = book.names[STATUS].refers_to_range
-    try:
+    with _reporting(book, "Sign-out"):
         removed = token_store(OAuthApp.load().client_id).clear()
-    except CcOptOutError as exc:
-        status.value = f"Sign-out failed: {exc}"
-        return
-    status.value = "Signed out." if removed else "Not signed in."
+        _status(book, "Signed out." if removed else "Not signed in.")
 
 
-def _tell(book: Any, status: Any, text: str) -> None:
-    status.value = text
-    book.app.alert(text + "\n\nApprove in the browser, then click OK; this workbook waits for the approval.", "Sign in")
+@contextlib.contextmanager
+def _reporting(book: Any, action: str) -> Iterator[None]:
+    """Any failure of ``action`` goes to the Settings sheet's status cell as one line: no traceback dialog."""
+    try:
+        yield
+    except Exception as exc:
+        _status(book, f"{action} failed: {one_line(exc)}")
+
+
+def one_line(exc: BaseException) -> str:
+    """What a cell shows for a failure: the message of an expected one, the kind and first line of another."""
+    text = str(exc) if isinstance(exc, CcOptOutError) else f"Error: {type(exc).__name__}: {exc}"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _status(book: Any, text: str) -> None:
+    book.names[STATUS].refers_to_range.value = text
 
 
 def _list_names(client: Any) -> dict[str, str]:

@@ -62,7 +62,9 @@ class OptOutQuery:
             if value is not None:  # UTC, so that window arithmetic is never wall-clock arithmetic
                 object.__setattr__(self, name, value.astimezone(dt.timezone.utc))
         if self.since and self.until and self.since >= self.until:
-            raise UsageError(f"--since ({self.since.isoformat()}) must be before --until ({self.until.isoformat()}).")
+            raise UsageError(
+                f"The since date ({self.since.isoformat()}) must be before the until date ({self.until.isoformat()})."
+            )
         if self.latest is not None and not 1 <= self.latest <= MAX_LATEST:
             raise UsageError(f"--latest must be a whole number from 1 to {MAX_LATEST:,}, not {self.latest:,}.")
 

@@ -100,9 +100,9 @@ def device_sign_in(
             OAuthError(grant.get("error", f"HTTP {answer.status_code}"), grant.get("error_description"))
         )
     where = grant.get("verification_uri_complete") or grant["verification_uri"]
-    show(f"To sign in, open {grant['verification_uri']} and enter the code {grant['user_code']}")
-    if opener is not None:
+    if opener is not None:  # first: showing the code may block (Excel's message box) until the person is done
         opener(where)
+    show(f"To sign in, open {grant['verification_uri']} and enter the code {grant['user_code']}")
     interval = float(grant.get("interval") or 5)
     deadline = time.monotonic() + float(grant.get("expires_in") or 600)
     while time.monotonic() < deadline:

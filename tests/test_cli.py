@@ -98,7 +98,7 @@ def test_output_file_is_written_and_summarised(api: Sandbox, capsys, tmp_path: P
     [
         (["fetch", "--since", "someday"], "--since date 'someday'"),
         (["fetch", "--until", "2026-13-40"], "--until date"),
-        (["fetch", "--since", "2026-02-01", "--until", "2026-01-01"], "must be before --until"),
+        (["fetch", "--since", "2026-02-01", "--until", "2026-01-01"], "must be before the until date"),
         (["fetch", "--latest", "0"], "--latest"),
         (["fetch", "--latest", "many"], "--latest"),
         (["fetch", "--latest", "99999999999999999999"], "--latest must be a whole number from 1 to 10,000,000"),

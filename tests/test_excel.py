@@ -110,9 +110,13 @@ def test_an_empty_answer_still_has_its_header(synced: Sandbox) -> None:
         (lambda: excel.OPTOUTS_SINCE(True), "since: TRUE is not a date"),
         (lambda: excel.OPTOUTS_SINCE("soon"), "Cannot read the since 'soon'"),
         (lambda: excel.OPTOUTS_SINCE(-5.0), "since: -5 is not a date serial number"),
-        (lambda: excel.OPTOUTS_SINCE("#N/A"), "Cannot read the since '#N/A'"),
+        (lambda: excel.OPTOUTS_SINCE("#N/A"), "Cannot read the since '#N/A'"),  # an error cell, as text
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", "#REF!"), "Cannot read the until_date '#REF!'"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, "#DIV/0!"), "limit: '#DIV/0!' is not a number"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, "nan"), "limit: nan is not a whole number"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, None, "#N/A"), "include_deleted: give TRUE or FALSE"),
         (lambda: excel.OPTOUTS_SINCE(-2146826246), "since: -2.14683e+09 is not a date serial number"),
-        (lambda: excel.OPTOUTS_SINCE("2026-05-01", "2026-04-01"), "must be before --until"),
+        (lambda: excel.OPTOUTS_SINCE("2026-05-01", "2026-04-01"), "must be before the until date"),
         (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, 0), "limit: 0 is not a whole number"),
         (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, 2.5), "limit: 2.5 is not a whole number"),
         (lambda: excel.OPTOUTS_SINCE("2026-05-01", None, None, "maybe"), "include_deleted: give TRUE or FALSE"),
@@ -124,15 +128,6 @@ def test_an_empty_answer_still_has_its_header(synced: Sandbox) -> None:
 def test_bad_arguments_are_one_line_in_the_cell(synced: Sandbox, call, message: str) -> None:
     answer = call()
     assert isinstance(answer, str) and message in answer and "\n" not in answer and "Traceback" not in answer
-
-
-def test_functions_are_not_volatile_and_pass_through_xlwings() -> None:
-    import inspect
-
-    for name in excel.udf_names():
-        function = getattr(excel, name)
-        assert callable(function) and "Application.Volatile" not in inspect.getsource(function)
-        assert "volatile" not in inspect.getsource(function).split("def ")[0]
 
 
 # -- Refresh, through a test double of the xlwings objects it uses ---------------------------------------------
@@ -217,11 +212,18 @@ class FakeName:
 
 
 class FakeApp:
-    def __init__(self) -> None:
-        self.calculations = 0
+    """Excel's Application: a full recalculation through COM, and the message box of ``alert``."""
 
-    def calculate(self) -> None:
-        self.calculations += 1
+    def __init__(self, events: list[str] | None = None) -> None:
+        self.full_calculations = 0
+        self.events = events if events is not None else []
+        self.api = type("Api", (), {"CalculateFull": lambda _: self._calculate_full()})()
+
+    def _calculate_full(self) -> None:
+        self.full_calculations += 1
+
+    def alert(self, prompt: str, title: str | None = None) -> None:
+        self.events.append(f"alert: {prompt}")
 
 
 class FakeBook:
@@ -246,7 +248,7 @@ def test_refresh_fills_the_table_in_one_write(sandbox: Sandbox) -> None:
     assert sheet.grid.writes == 1  # one bulk write, never cell by cell
     assert book.value(excel.ROW_COUNT) == 40 and book.value(excel.STATUS).startswith("OK: 40 opt-outs")
     assert isinstance(book.value(excel.LAST_REFRESHED), dt.datetime)
-    assert book.app.calculations == 1
+    assert book.app.full_calculations == 1  # not volatile: only a full recalculation shows the new data
     # Text that Excel would run as a formula is written with its text prefix.
     reasons = [row[3] for row in sheet.rows()]
     assert all(not reason.startswith(("=", "+", "-", "@")) for reason in reasons)
@@ -283,3 +285,31 @@ def test_a_refresh_with_no_rows_leaves_one_empty_table_row(sandbox: Sandbox) -> 
     excel.refresh(book)
     assert book.sheets[excel.OPTOUTS_SHEET].rows() == [[""] * len(excel.TABLE_HEADER)]
     assert book.value(excel.ROW_COUNT) == 0
+
+
+def test_sign_in_opens_the_browser_before_the_blocking_message_then_sign_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webbrowser
+
+    with Sandbox(AccountSpec(contacts=50, seed=1, anchor=ANCHOR), rate_limit=None) as sb:
+        sb.oauth.auto_approve = True
+        sb.oauth.device_interval = 0.05
+        monkeypatch.setenv("CCOPTOUT_CONFIG_DIR", str(tmp_path / "config"))
+        monkeypatch.setenv("CCOPTOUT_CLIENT_ID", sb.oauth.client_id)
+        monkeypatch.setenv("CCOPTOUT_AUTH_URL", sb.auth_url)
+        events: list[str] = []
+        monkeypatch.setattr(webbrowser, "open", lambda url: events.append(f"browser: {url}"))
+        book = FakeBook()
+        book.app = FakeApp(events)
+        excel.sign_in(book)
+        assert [event.split(":")[0] for event in events] == ["browser", "alert"]
+        assert "enter the code" in events[1]
+        assert book.value(excel.STATUS).startswith("Signed in; the sign-in is kept in")
+        excel.sign_out(book)
+        assert book.value(excel.STATUS) == "Signed out."
+        excel.sign_out(book)
+        assert book.value(excel.STATUS) == "Not signed in."
+        monkeypatch.delenv("CCOPTOUT_CLIENT_ID")
+        excel.sign_in(book)
+        assert book.value(excel.STATUS).startswith("Sign-in failed: No Constant Contact app is set up")

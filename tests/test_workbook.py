@@ -97,6 +97,27 @@ def test_udf_wrappers_declare_each_function_with_its_arguments(modules: dict[str
     assert "Application.Volatile" not in wrappers  # recalculated when inputs change, not on every edit
 
 
+# VBA's reserved words (MS-VBAL 3.3.5.2): an argument named like one stops the whole module from compiling.
+VBA_RESERVED = set(
+    """
+abs addressof and any as attribute boolean byref byte byval call case cbool cbyte ccur cdate cdbl cdec cint circle
+clng clnglng clngptr close const csng cstr currency cvar cverr date debug decimal declare defbool defbyte defcur
+defdate defdbl defdec defint deflng deflnglng deflngptr defobj defsng defstr defvar dim do double each else elseif
+empty end endif enum eqv erase error event exit false fix for friend function get global gosub goto if imp
+implements in input int integer is lbound len lenb let like lock long longlong longptr loop lset me mod new next
+not nothing null on open option optional or paramarray preserve print private property pset public put raiseevent
+randomize redim rem resume return rset scale seek select set sgn single spc static step stop string sub tab then
+to true type typeof ubound until variant wend while with withevents write xor
+""".split()
+)
+
+
+def test_udf_argument_names_are_not_vba_keywords(modules: dict[str, str]) -> None:
+    declared = re.findall(r"^Function \w+\(([^)]*)\)", modules["xlwings_udfs"], re.MULTILINE)
+    names = {part.split()[-1].lower() for arguments in declared for part in arguments.split(",") if part.strip()}
+    assert names and not names & VBA_RESERVED, names & VBA_RESERVED
+
+
 def test_ribbon_validates_and_is_linked() -> None:
     contents = parts(WORKBOOK)
     xmlschema.XMLSchema(str(schema_path())).validate(contents["customUI/customUI14.xml"].decode())

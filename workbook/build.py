@@ -171,6 +171,9 @@ def udf_wrappers(workbook_name: str) -> str:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
+        package, _, attribute = UDF_MODULE.rpartition(".")
+        if saved_modules[UDF_MODULE] is not None:  # the import above also rebound the package's attribute
+            setattr(sys.modules[package], attribute, saved_modules[UDF_MODULE])
         for name, decorator in saved_decorators.items():
             setattr(xlwings, name, decorator)
 
