@@ -15,6 +15,7 @@ import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -27,6 +28,20 @@ CONFIG_DIR_ENV = "CCOPTOUT_CONFIG_DIR"
 DEFAULT_AUTH_URL = "https://authz.constantcontact.com/oauth2/default/v1"
 DEFAULT_REDIRECT_URI = "http://localhost:8765/callback"
 SCOPES = ("contact_data", "offline_access", "account_read")
+
+
+def number_setting(name: str, kind: type, default: float, low: float, high: float, what: str = "a number") -> Any:
+    """The number in environment variable ``name`` (``default`` when unset), checked to lie in ``low..high``."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:  # NaN fails the range check too
+        raise ConfigError(f"{name} must be {what} from {low:g} to {high:g}, not {text!r}.")
+    return value
 
 
 def config_dir() -> Path:

@@ -16,15 +16,14 @@ import datetime as dt
 import json
 import os
 import stat
-import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from .config import config_dir
 from .exceptions import ConfigError, SignInRequired
+from .files import atomic_path, retry_while_busy
 
 T = TypeVar("T")
 STORE_ENV = "CCOPTOUT_TOKEN_STORE"
@@ -104,7 +103,7 @@ class FileTokenStore:
 
     def load(self) -> Tokens | None:
         try:
-            raw = _retry_while_busy(lambda: self.path.read_text(encoding="utf-8"))
+            raw = retry_while_busy(lambda: self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -130,17 +129,8 @@ class FileTokenStore:
     def save(self, tokens: Tokens) -> None:
         data = asdict(tokens) | {"expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens.", suffix=".tmp")  # 0600
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            _retry_while_busy(lambda: os.replace(temporary, self.path))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        with atomic_path(self.path, mode=0o600) as temporary:
+            temporary.write_text(json.dumps(data), encoding="utf-8")
         _fsync_folder(self.path.parent)
 
     def clear(self) -> bool:
@@ -238,16 +228,6 @@ def token_store(client_id: str) -> TokenStore:
     if choice == "keyring" or (not choice and keyring_available()):
         return KeyringTokenStore(client_id)
     return FileTokenStore(config_dir() / "tokens.json")
-
-
-def _retry_while_busy(operation: Callable[[], T], tries: int = 20) -> T:
-    """Windows refuses to open or replace a file another process is replacing or reading: try again briefly."""
-    for _ in range(tries - 1):
-        try:
-            return operation()
-        except PermissionError:
-            time.sleep(0.05)
-    return operation()
 
 
 def _fsync_folder(folder: Path) -> None:

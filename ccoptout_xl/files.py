@@ -5,16 +5,23 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from .exceptions import OutputError, UsageError
 
+T = TypeVar("T")
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; on success it replaces ``path``, on failure it is deleted."""
+def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on success it replaces ``path``, on failure it is deleted.
+
+    The new file gets ``mode``, or else the permissions of the file it replaces (the usual ones for a new file).
+    The temporary file is owner-only while it is written.
+    """
     target = Path(path)
     folder = require_folder(target)
     try:
@@ -26,7 +33,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield Path(temporary)
         with open(temporary, "rb+") as written:  # on disk before it replaces anything
             os.fsync(written.fileno())
-        os.chmod(temporary, _mode_for(target))
+        os.chmod(temporary, _mode_for(target) if mode is None else mode)
         replace_file(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -59,10 +66,21 @@ def require_folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def retry_while_busy(operation: Callable[[], T], tries: int = 20) -> T:
+    """Windows refuses to open or replace a file that another process is replacing or reading at that moment
+    (and virus scanners hold new files briefly): try again for about a second before giving up."""
+    for _ in range(tries - 1):
+        try:
+            return operation()
+        except PermissionError:
+            time.sleep(0.05)
+    return operation()
+
+
 def replace_file(source: str | os.PathLike[str], target: Path) -> None:
-    """``os.replace`` with a clear message when the target is locked (open in Excel on Windows)."""
+    """``os.replace`` with a clear message when the target stays locked (open in Excel on Windows)."""
     try:
-        os.replace(source, target)
+        retry_while_busy(lambda: os.replace(source, target))
     except PermissionError:
         raise OutputError(
             f"Cannot replace {target}: it is open in another program (Excel?) or read-only. "

@@ -113,17 +113,6 @@ class RequestPacer:
             self._starts.extend([resume] * (self._n or 1))
 
 
-def rate_from_text(text: str) -> float:
-    """Requests per second from configuration text, between 0.1 and 4 (the API's own limit)."""
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = float("nan")
-    if not 0.1 <= rate <= 4:
-        raise ConfigError(f"{RATE_ENV} must be a number of requests per second from 0.1 to 4, not {text!r}.")
-    return rate
-
-
 def validate_base_url(url: str) -> str:
     """Return ``url`` without a trailing slash, or raise :class:`ConfigError` if it is unusable.
 
@@ -189,8 +178,10 @@ class HTTPClient:
     @classmethod
     def from_environment(cls, tokens: TokenProvider, **kwargs: Any) -> HTTPClient:
         """A client for ``CCOPTOUT_API_URL`` (default the real API), paced at ``CCOPTOUT_RATE_LIMIT`` per second."""
-        if os.environ.get(RATE_ENV) and "rate" not in kwargs:
-            kwargs["rate"] = rate_from_text(os.environ[RATE_ENV])
+        if "rate" not in kwargs:
+            from .config import number_setting  # config needs this module: imported here, not at the top
+
+            kwargs["rate"] = number_setting(RATE_ENV, float, 4.0, 0.1, 4.0, "a number of requests per second")
         return cls(os.environ.get(API_URL_ENV) or DEFAULT_API_URL, tokens, **kwargs)
 
     def close(self) -> None:

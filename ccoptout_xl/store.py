@@ -26,15 +26,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import platformdirs
 from filelock import FileLock, Timeout
 
 from .client import Client
-from .config import APP_NAME
+from .config import APP_NAME, number_setting
 from .credentials import jwt_claims
-from .exceptions import ApiError, ConfigError
+from .exceptions import ApiError
 from .optouts import OptOut, OptOutTable
 from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, find_optouts
 
@@ -220,8 +219,8 @@ class OptOutStore:
         Past ``quota_share`` of ``daily_quota`` calls today it raises :class:`QuotaGuard` instead, unless
         ``force``. If another process synced while this one waited for the lock, nothing more is done.
         """
-        daily_quota = daily_quota or _setting(QUOTA_ENV, int, DAILY_QUOTA, 1, 10**9)
-        quota_share = quota_share or _setting(SHARE_ENV, float, QUOTA_SHARE, 0.01, 1.0)
+        daily_quota = daily_quota or number_setting(QUOTA_ENV, int, DAILY_QUOTA, 1, 10**9, "a whole number")
+        quota_share = quota_share or number_setting(SHARE_ENV, float, QUOTA_SHARE, 0.01, 1.0)
         asked_at = _now()
         started = time.monotonic()
         try:
@@ -398,19 +397,6 @@ def fetch_optouts(
     except BaseException:
         store.close()
         raise
-
-
-def _setting(name: str, kind: type, default: float, low: float, high: float) -> Any:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, not {text!r}.")
-    return value
 
 
 def count_calls(client: Client) -> None:
