@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator
@@ -19,9 +20,11 @@ from dateutil import tz as dateutil_tz
 
 from .dates import parse_when
 from .exceptions import CcOptOutError, UsageError
+from .formats import neutralise
 from .optouts import OptOut
 from .query import MAX_LATEST, OptOutQuery
 
+log = logging.getLogger(__name__)
 OPTOUTS_SHEET = "Opt-outs"
 SETTINGS_SHEET = "Settings"
 TABLE = "OptOuts"
@@ -179,6 +182,7 @@ def refresh(book: Any = None) -> None:
     went wrong and what to do.
     """
     from .client import Client
+    from .report import optional
     from .store import count_calls, fetch_optouts
 
     book = book or xw.Book.caller()
@@ -190,7 +194,7 @@ def refresh(book: Any = None) -> None:
         with Client.from_environment() as client:
             result = fetch_optouts(client, query, refresh=True)
             try:
-                names = _list_names(client)
+                names = optional(client.list_names, {}, "list names", log.info)  # else ids are shown
                 rows = [table_row(o, names) for o in result]
             finally:
                 result.close()
@@ -213,17 +217,18 @@ def recalculate(book: Any) -> None:
 
 
 def table_row(optout: OptOut, list_names: dict[str, str] | None = None) -> list[Any]:
-    """One row of the OptOuts table; text is written so that Excel never reads it as a formula."""
+    """One row of the OptOuts table. Excel runs text written through COM that looks like a formula: text gets
+    the apostrophe prefix (:func:`~ccoptout_xl.formats.neutralise`), which Excel does not show."""
     names = list_names or {}
     return [
-        _text(optout.email),
+        neutralise(optout.email),
         _local(optout.opt_out_date),
-        _text(optout.opt_out_source),
-        _text(optout.opt_out_reason or ""),
-        _text(optout.first_name),
-        _text(optout.last_name),
-        _text(", ".join(names.get(list_id) or list_id for list_id in optout.list_ids)),
-        _text(optout.contact_id),
+        neutralise(optout.opt_out_source),
+        neutralise(optout.opt_out_reason or ""),
+        neutralise(optout.first_name),
+        neutralise(optout.last_name),
+        neutralise(", ".join(names.get(list_id) or list_id for list_id in optout.list_ids)),
+        neutralise(optout.contact_id),
     ]
 
 
@@ -294,23 +299,8 @@ def _status(book: Any, text: str) -> None:
     book.names[STATUS].refers_to_range.value = text
 
 
-def _list_names(client: Any) -> dict[str, str]:
-    from .exceptions import ApiError
-
-    try:
-        return client.list_names()
-    except ApiError:  # the rows matter more than the names: show list ids instead
-        return {}
-
-
 def _setting(book: Any, name: str) -> Any:
     return book.names[name].refers_to_range.value
-
-
-def _text(value: str) -> str:
-    """Excel runs what is written through COM that starts with '=' (and some with '+', '-', '@'): a leading
-    apostrophe makes it text, and Excel does not show the apostrophe."""
-    return "'" + value if value.startswith(("=", "+", "-", "@")) else value
 
 
 def udf_names() -> Iterable[str]:

@@ -225,8 +225,8 @@ def build_report(
         on_notice=notice,
     )
     try:
-        list_names = _optional(client.list_names, {}, "list names", notice)
-        account = _optional(client.account_summary, {}, "the account's name", notice)
+        list_names = optional(client.list_names, {}, "list names", notice)
+        account = optional(client.account_summary, {}, "the account's name", notice)
         info = ReportInfo(
             query=query_text or query.describe(zone),
             covers=query.describe(zone),
@@ -245,7 +245,8 @@ def build_report(
     return summary, client.stats.calls
 
 
-def _optional(fetch: Callable[[], T], fallback: T, what: str, notice: Notice) -> T:
+def optional(fetch: Callable[[], T], fallback: T, what: str, notice: Notice) -> T:
+    """``fetch()``, or ``fallback`` after a notice if the API refuses it (for extras such as list names)."""
     try:
         return fetch()
     except ApiError as exc:
