@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .auth import TokenProvider, default_token_provider
@@ -26,7 +26,6 @@ class Page:
     items: list[dict[str, Any]]
     total: int | None = None
     next_href: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def api_datetime(value: dt.datetime) -> str:
@@ -119,7 +118,7 @@ class Client:
             self.http.stats.pages += 1
             if items_key == "contacts":
                 self.http.stats.contacts += len(items)
-            yield Page(items, total if isinstance(total, int) else None, next_href, body)
+            yield Page(items, total if isinstance(total, int) else None, next_href)
             if next_href in followed:
                 raise MalformedResponse("The API sent a next link to a page already read; stopping to avoid a loop.")
             if next_href:
