@@ -166,8 +166,13 @@ class OptOutStore:
         """
         return QueryResult(query, StoredOptOuts(self._table, query, self.close if close_store else None), calls=0)
 
+    @property
+    def last_sync_at(self) -> dt.datetime | None:
+        """When the data was last synced (its start), or None before the first sync; one cheap read."""
+        return self._meta_time("last_sync_at")
+
     def is_fresh(self, max_age: dt.timedelta = MAX_AGE) -> bool:
-        last = self._meta_time("last_sync_at")
+        last = self.last_sync_at
         return last is not None and _now() - last < max_age
 
     def state(self) -> StoreState:
@@ -176,7 +181,7 @@ class OptOutStore:
         return StoreState(
             path=self.path,
             rows=self._table.count(),
-            last_sync_at=self._meta_time("last_sync_at"),
+            last_sync_at=self.last_sync_at,
             full_sync_at=self._meta_time("full_sync_at"),
             newest_opt_out=self._table.newest_date(),
             calls_today=self.calls_today(),
@@ -387,7 +392,7 @@ def fetch_optouts(
             try:
                 calls = store.sync(client, force=force, on_progress=on_progress).calls
             except QuotaGuard as guard:
-                synced = store.state().last_sync_at
+                synced = store.last_sync_at
                 if synced is None:
                     raise
                 notice(f"{guard} Answering from the opt-outs stored at {synced:%Y-%m-%d %H:%M} UTC.")
