@@ -22,7 +22,7 @@ from .client import Client
 from .dates import DATE_FORMS, parse_when, resolve_timezone
 from .exceptions import CcOptOutError, UsageError
 from .files import atomic_output, require_folder
-from .formats import FORMATS, plural, write_optouts
+from .formats import FORMATS, duration, plural, write_optouts
 from .query import OptOutQuery, QueryResult
 from .report import build_report
 from .store import MAX_AGE, OptOutStore, count_calls, fetch_optouts
@@ -311,7 +311,7 @@ def run_cache_status(args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.timezone.utc)
 
     def ago(moment: dt.datetime | None) -> str:
-        return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC ({_duration(now - moment)} ago)"
+        return "never" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC ({duration(now - moment)} ago)"
 
     print(f"Store: {state.path} ({state.size_bytes / 1e6:.1f} MB)")
     print(f"Opt-outs stored: {state.rows:,} (newest {state.newest_opt_out or '-'})")
@@ -396,7 +396,7 @@ def run_status(args: argparse.Namespace) -> int:
     if tokens.expires_at is None:
         expiry = "unknown"
     elif tokens.expires_at > now:
-        expiry = f"{tokens.expires_at:%Y-%m-%d %H:%M} UTC (in {_duration(tokens.expires_at - now)})"
+        expiry = f"{tokens.expires_at:%Y-%m-%d %H:%M} UTC (in {duration(tokens.expires_at - now)})"
     else:
         expiry = f"expired at {tokens.expires_at:%Y-%m-%d %H:%M} UTC; renewed on next use"
     print("Signed in: yes" + ("" if tokens.refresh_token else " (no refresh token: sign in again when it expires)"))
@@ -418,12 +418,6 @@ def _account_name(access_token: str) -> str | None:
             return str(client.account_summary().get("organization_name") or "") or None
     except ApiError:
         return None
-
-
-def _duration(delta: dt.timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
 def _query_text(args: argparse.Namespace) -> str:

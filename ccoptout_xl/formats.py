@@ -53,6 +53,12 @@ def neutralise(text: str) -> str:
     return "'" + text if text.lstrip(_INVISIBLE).startswith(FORMULA_TRIGGERS) else text
 
 
+def duration(delta: dt.timedelta) -> str:
+    """``3 h 07 min``, or ``12 min`` under an hour (for messages)."""
+    hours, minutes = divmod(int(delta.total_seconds() // 60), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
 def plural(count: int, noun: str) -> str:
     """``1 opt-out``, ``2,000 opt-outs``."""
     return f"{count:,} {noun}{'' if count == 1 else 's'}"

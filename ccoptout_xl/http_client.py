@@ -26,7 +26,7 @@ import requests
 
 from . import __version__
 from .exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
-from .formats import plural
+from .formats import duration, plural
 
 if TYPE_CHECKING:
     from .auth import TokenProvider
@@ -279,10 +279,9 @@ class HTTPClient:
     def _quota_exceeded(self) -> QuotaExceeded:
         reset = next_quota_reset()
         left = reset - dt.datetime.now(dt.timezone.utc)
-        hours, minutes = divmod(int(left.total_seconds()) // 60, 60)
         return QuotaExceeded(
             "Constant Contact's daily request quota is used up; it resets at 00:00 UTC "
-            f"({reset:%Y-%m-%d %H:%M} UTC, in {hours} h {minutes:02d} min). Fetched before stopping: "
+            f"({reset:%Y-%m-%d %H:%M} UTC, in {duration(left)}). Fetched before stopping: "
             f"{plural(self.stats.contacts, 'contact')} in {plural(self.stats.pages, 'page')}.",
             reset_at=reset,
         )
