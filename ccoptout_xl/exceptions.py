@@ -74,3 +74,8 @@ class OutputError(CcOptOutError):
     """The output file could not be written or replaced; any previous file is left as it was."""
 
     exit_code = 6
+
+
+class StoreError(OutputError):
+    """The local opt-out store (or its folder) cannot be read or written: a full disk, a read-only or unusable
+    folder. The previous snapshot is left as it was."""
