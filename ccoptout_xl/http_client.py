@@ -15,18 +15,22 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from . import __version__
 from .exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
 from .formats import duration, plural
+from .text import quoted
 
 if TYPE_CHECKING:
     from .auth import TokenProvider
@@ -113,20 +117,65 @@ class RequestPacer:
             self._starts.extend([resume] * (self._n or 1))
 
 
-def validate_base_url(url: str) -> str:
-    """Return ``url`` without a trailing slash, or raise :class:`ConfigError` if it is unusable.
+# A host name, an IPv4 address or a bracketed IPv6 address, and an optional port: nothing else may stand in the
+# authority of an address we are given (no userinfo, backslashes, spaces, percent-escapes or other characters
+# that two URL parsers may read differently).
+_AUTHORITY = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+MAX_URL_LENGTH = 2000
+
+
+def validate_base_url(url: str, what: str = "the API address", example: str = DEFAULT_API_URL) -> str:
+    """Return ``url`` without a trailing slash, or raise :class:`ConfigError` (one line, exit 2) if it is unusable.
 
     Plain HTTP would send the bearer token in clear, so it is allowed only to this computer (loopback).
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"The API address {url!r} is not an http(s) URL: use e.g. {DEFAULT_API_URL}.")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    parts = checked_url(url, what, example)
+    if parts.port == 0:
+        raise ConfigError(f"{_sentence(what)} {quoted(url)} has port 0: use a port from 1 to 65535.")
+    if parts.query or parts.fragment or "#" in url:
         raise ConfigError(
-            f"Refusing plain-HTTP API address {url!r}: use https:// (plain HTTP is allowed only to this "
+            f"{_sentence(what)} {quoted(url)} has a query or fragment; give only the address, e.g. {example}."
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            f"Refusing plain-HTTP {what} {quoted(url)}: use https:// (plain HTTP is allowed only to this "
             "computer, e.g. http://127.0.0.1:8800/v3)."
         )
     return url.strip().rstrip("/")
+
+
+def checked_url(url: str, what: str, example: str) -> SplitResult:
+    """``url`` split, once it is a plain http(s) URL whose host is the one the HTTP library will connect to.
+
+    An authority that two parsers could read differently (userinfo, a backslash, spaces, percent-escapes or
+    other unusual characters) is refused outright, as is an invalid port: :class:`ConfigError`, one line.
+    """
+    text = url.strip()
+    name = f"{_sentence(what)} {quoted(text)}"
+    if not text or len(text) > MAX_URL_LENGTH or any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ConfigError(f"{name} is not a usable URL: use e.g. {example}.")
+    try:
+        parts = urlsplit(text)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ConfigError(f"{name} is not an http(s) URL: use e.g. {example}.")
+        if "@" in parts.netloc or "\\" in text or not _AUTHORITY.fullmatch(parts.netloc):
+            raise ConfigError(
+                f"{name} has characters that do not belong in a host and port (a user name, a backslash...); "
+                f"give only scheme, host, port and path, e.g. {example}."
+            )
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+        connects_to = parse_url(text).host
+    except ConfigError:
+        raise
+    except (ValueError, LocationParseError):
+        raise ConfigError(f"{name} has an invalid host or port: use e.g. {example}.") from None
+    if (connects_to or "").strip("[]").lower() != (parts.hostname or "").lower():
+        raise ConfigError(f"{name} is ambiguous: its host reads differently to different parsers.")
+    return parts
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def is_loopback(host: str) -> bool:
@@ -224,6 +273,12 @@ class HTTPClient:
                 reason = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
                 self._retry_or_raise(failures, f"Could not reach the API at {self._origin[1]} ({reason})")
                 continue
+            except requests.RequestException as exc:
+                # Never str(exc): the HTTP library's messages may quote the request's headers, token included.
+                raise ApiError(
+                    f"The request to the API at {self._origin[1]} could not be made ({type(exc).__name__}); "
+                    "check CCOPTOUT_API_URL and try again."
+                ) from None
 
             status = response.status_code
             if 200 <= status < 300:
@@ -270,7 +325,7 @@ class HTTPClient:
     def _decode(self, response: requests.Response) -> Any:
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise MalformedResponse(
                 f"The API sent a response that is not valid JSON (HTTP {response.status_code}, "
                 f"{len(response.content)} bytes); try again, and report it if it persists."
@@ -291,7 +346,7 @@ def error_details(response: requests.Response) -> tuple[str | None, str]:
     """``(error_key, message)`` from any of the API's three error shapes, or the HTTP reason."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, list) and body and all(isinstance(item, dict) for item in body):
         keys = [str(item.get("error_key")) for item in body if item.get("error_key")]
