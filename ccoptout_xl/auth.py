@@ -22,8 +22,8 @@ from typing import Protocol
 from filelock import FileLock, Timeout
 
 from .config import OAuthApp, config_dir
-from .credentials import SIGN_IN_AGAIN, Tokens, TokenStore, token_store
-from .exceptions import AuthError, SignInRequired
+from .credentials import SIGN_IN_AGAIN, Tokens, TokenStore, is_token, token_store
+from .exceptions import AuthError, ConfigError, SignInRequired
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "CCOPTOUT_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -46,10 +46,16 @@ class TokenProvider(Protocol):
 class StaticToken:
     """A fixed access token: it cannot be refreshed, so a 401 is final."""
 
-    def __init__(self, token: str) -> None:
-        if not token or not token.strip():
-            raise AuthError("The access token is empty: set CCOPTOUT_ACCESS_TOKEN to a Constant Contact token.")
-        self._token = token.strip()
+    def __init__(self, token: str, source: str = TOKEN_ENV) -> None:
+        token = token.strip()
+        if not token:
+            raise ConfigError(f"{source} is empty: set it to a Constant Contact access token.")
+        if not is_token(token):
+            raise ConfigError(
+                f"{source} is not an access token: it has a line break, a space or other characters a token "
+                "cannot have (a token pasted across two lines?). Set it again, on one line."
+            )
+        self._token = token
 
     def access_token(self) -> str:
         return self._token
@@ -103,6 +109,7 @@ class SignedInTokens:
             with FileLock(self.lock_path, timeout=LOCK_TIMEOUT):
                 tokens = self._stored()  # another process may have refreshed while we waited
                 if tokens.access_token != stale and not tokens.expires_within(self.margin):
+                    self._current = tokens  # retry with the renewed token, not the one the API rejected
                     return tokens.access_token
                 if not tokens.refresh_token:
                     raise SignInRequired("The sign-in has expired and cannot be renewed; " + SIGN_IN_AGAIN + ".")

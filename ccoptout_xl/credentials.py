@@ -15,9 +15,10 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import stat
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -52,14 +53,27 @@ class Tokens:
     @classmethod
     def from_response(cls, body: Mapping[str, Any], previous_refresh: str | None = None) -> Tokens:
         """Tokens from a token-endpoint answer; expiry from the JWT's ``exp`` (``expires_in`` is not reliable)."""
-        access = body.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise SignInRequired("The sign-in server's answer had no access token; " + SIGN_IN_AGAIN + ".")
+        access, refresh = body.get("access_token"), body.get("refresh_token")
+        if not is_token(access) or not (refresh in (None, "") or is_token(refresh)):
+            raise SignInRequired("The sign-in server's answer had no usable access token; " + SIGN_IN_AGAIN + ".")
         expires_at = jwt_expiry(access)
-        if expires_at is None and isinstance(body.get("expires_in"), (int, float)):
-            expires_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=float(body["expires_in"]))
-        refresh = body.get("refresh_token") or previous_refresh  # a long-lived refresh token may not be resent
+        lifetime = body.get("expires_in")
+        if expires_at is None and isinstance(lifetime, (int, float)) and 0 < lifetime < 10 * 365 * 86_400:
+            expires_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=float(lifetime))
+        refresh = refresh or previous_refresh  # a long-lived refresh token may not be resent
         return cls(access, refresh, expires_at, str(body.get("scope") or ""))
+
+
+# RFC 6750's b64token: what a bearer token may contain. Anything else (a line break from a token pasted across
+# two lines, a space, a quote) would break the Authorization header, and the HTTP library would then print the
+# whole header, token included, in its error.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_TOKEN_LENGTH = 8192
+
+
+def is_token(text: object) -> bool:
+    """Whether ``text`` has the shape of a bearer token (RFC 6750 ``b64token``, at most 8 KiB)."""
+    return isinstance(text, str) and len(text) <= MAX_TOKEN_LENGTH and _TOKEN.fullmatch(text) is not None
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
@@ -78,8 +92,33 @@ def jwt_expiry(token: str) -> dt.datetime | None:
     """The ``exp`` claim of a JWT access token, or None."""
     try:
         return dt.datetime.fromtimestamp(float(jwt_claims(token)["exp"]), dt.timezone.utc)
-    except (ValueError, KeyError, TypeError, OverflowError):
+    except (ValueError, KeyError, TypeError, OverflowError, OSError):
         return None
+
+
+def tokens_from_json(raw: bytes | str) -> Tokens | None:
+    """The tokens saved as ``{"access_token": ..., "refresh_token": ..., "expires_at": ..., "scope": ...}``;
+    None for anything else (bad encoding, wrong types, a naive or unreadable expiry, nesting), never an error
+    that could carry the file's text."""
+    try:
+        data = json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(data, dict):
+        return None
+    access, refresh = data.get("access_token"), data.get("refresh_token")
+    expires, scope = data.get("expires_at"), data.get("scope")
+    if not is_token(access) or not (refresh is None or is_token(refresh)) or not isinstance(scope, (str, type(None))):
+        return None
+    expires_at = None
+    if expires is not None:
+        try:
+            expires_at = dt.datetime.fromisoformat(expires) if isinstance(expires, str) else None
+        except ValueError:
+            return None
+        if expires_at is None or expires_at.tzinfo is None:
+            return None
+    return Tokens(access, refresh, expires_at, scope or "")
 
 
 class TokenStore(Protocol):
@@ -103,28 +142,26 @@ class FileTokenStore:
 
     def load(self) -> Tokens | None:
         try:
-            raw = retry_while_busy(lambda: self.path.read_text(encoding="utf-8"))
+            raw = retry_while_busy(self.path.read_bytes)
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise SignInRequired(
+                f"The stored sign-in {self.path} is a folder, not a file: remove it, then {SIGN_IN_AGAIN}."
+            ) from None
         except OSError as exc:
             raise SignInRequired(f"Cannot read the stored sign-in {self.path}: {exc.strerror or exc}.") from None
         self._keep_private()
-        try:
-            data = json.loads(raw)
-            expires = data.get("expires_at")
-            return Tokens(
-                access_token=str(data["access_token"]),
-                refresh_token=data.get("refresh_token"),
-                expires_at=dt.datetime.fromisoformat(expires) if expires else None,
-                scope=str(data.get("scope") or ""),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
+        tokens = tokens_from_json(raw)
+        if tokens is None:
             aside = self.path.with_name(self.path.name + ".damaged")
             with contextlib.suppress(OSError):
                 os.replace(self.path, aside)  # once: the next run starts clean instead of failing again
+                os.chmod(aside, 0o600)
             raise SignInRequired(
                 f"The stored sign-in {self.path} was damaged and has been moved to {aside.name}; {SIGN_IN_AGAIN}."
-            ) from None
+            )
+        return tokens
 
     def save(self, tokens: Tokens) -> None:
         data = asdict(tokens) | {"expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None}
@@ -158,20 +195,22 @@ class KeyringTokenStore:
         self.where = f"the system keyring ({type(keyring.get_keyring()).__name__}, service {KEYRING_SERVICE!r})"
 
     def load(self) -> Tokens | None:
+        access = self._get("access")
+        if access is None:
+            return None
         try:
-            access = self._get("access")
-            if access is None:
-                return None
             details = json.loads(self._get("details") or "{}")
-            expires = details.get("expires_at")
-            return Tokens(
-                access,
-                self._get("refresh"),
-                dt.datetime.fromisoformat(expires) if expires else jwt_expiry(access),
-                details.get("scope", ""),
+        except (ValueError, RecursionError):
+            details = None
+        tokens = None
+        if isinstance(details, dict):
+            fields = {"expires_at": details.get("expires_at"), "scope": details.get("scope")}
+            tokens = tokens_from_json(
+                json.dumps({"access_token": access, "refresh_token": self._get("refresh")} | fields)
             )
-        except (ValueError, AttributeError):
-            raise SignInRequired(f"The sign-in stored in {self.where} is damaged; {SIGN_IN_AGAIN}.") from None
+        if tokens is None:
+            raise SignInRequired(f"The sign-in stored in {self.where} is damaged; {SIGN_IN_AGAIN}.")
+        return tokens if tokens.expires_at else replace(tokens, expires_at=jwt_expiry(access))
 
     def save(self, tokens: Tokens) -> None:
         # The refresh token first: once it is stored, a crash can no longer lose the sign-in.
