@@ -149,6 +149,8 @@ class OAuthServer:
         self._devices: dict[str, _Device] = {}
         self._user_codes: dict[str, str] = {}
         self._refresh: dict[str, _Refresh] = {}
+        self._issued: list[str] = []  # jti of every access token issued since the last invalidation
+        self._invalidated: set[str] = set()
         self._lock = threading.Lock()
 
     # --- the Python API ----------------------------------------------------------------------------------
@@ -194,6 +196,9 @@ class OAuthServer:
         claims = self._signer.verify(token)
         if claims is None or claims.get("iss") != self.issuer or claims.get("aud") != self.audience:
             return None
+        with self._lock:
+            if claims.get("jti") in self._invalidated:
+                return None
         exp, scopes = claims.get("exp"), claims.get("scp")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool) or self.now() >= exp:
             return None
@@ -214,6 +219,15 @@ class OAuthServer:
         now = self.now()
         with self._lock:
             return [d.user_code for d in self._devices.values() if d.state == "pending" and now < d.expires_at]
+
+    def invalidate_access_tokens(self) -> int:
+        """Make every access token issued so far invalid before it expires (a server-side revocation or key
+        rotation): the API answers 401 to them, refresh tokens still work. Returns how many there were."""
+        with self._lock:
+            count = len(self._issued)
+            self._invalidated.update(self._issued)
+            self._issued = []
+            return count
 
     def revoke_refresh_tokens(self) -> int:
         """Make every refresh token issued so far invalid (``invalid_grant``); returns how many there were."""
@@ -419,10 +433,13 @@ class OAuthServer:
     def _access_token(self, client_id: str, scopes: tuple[str, ...]) -> str:
         issued = int(self.now())
         user = self._user
+        jti = f"AT.{secrets.token_urlsafe(32)}"
+        with self._lock:
+            self._issued.append(jti)
         return self._signer.sign(
             {
                 "ver": 1,
-                "jti": f"AT.{secrets.token_urlsafe(32)}",
+                "jti": jti,
                 "iss": self.issuer,
                 "aud": self.audience,
                 "iat": issued,
