@@ -16,12 +16,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import platformdirs
 
 from .exceptions import ConfigError
-from .http_client import is_loopback, validate_base_url
+from .http_client import checked_url, is_loopback, validate_base_url
+from .text import quoted
 
 APP_NAME = "ccoptout-xl"
 CONFIG_DIR_ENV = "CCOPTOUT_CONFIG_DIR"
@@ -36,11 +36,11 @@ def number_setting(name: str, kind: type, default: float, low: float, high: floa
     if not text:
         return default
     try:
-        value = kind(text)
+        value = kind(text) if text.strip().isascii() else None  # int() would take other scripts' digits too
     except ValueError:
         value = None
     if value is None or not low <= value <= high:  # NaN fails the range check too
-        raise ConfigError(f"{name} must be {what} from {low:g} to {high:g}, not {text!r}.")
+        raise ConfigError(f"{name} must be {what} from {low:g} to {high:g}, not {quoted(text)}.")
     return value
 
 
@@ -63,11 +63,22 @@ class OAuthApp:
     redirect_uri: str = DEFAULT_REDIRECT_URI
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "auth_url", validate_base_url(self.auth_url))
-        redirect = urlsplit(self.redirect_uri)
+        if not _plain_value(self.client_id, 200):
+            raise ConfigError(
+                "The app's client id (CCOPTOUT_CLIENT_ID or client_id in config.ini) must be one line of at most "
+                "200 visible characters: copy the API key from Constant Contact's developer portal again."
+            )
+        if self.client_secret is not None and not _plain_value(self.client_secret, 500):
+            raise ConfigError(
+                "The app's client secret (CCOPTOUT_CLIENT_SECRET or client_secret in config.ini) must be one line "
+                "of visible characters: copy it from Constant Contact's developer portal again."
+            )
+        auth_url = validate_base_url(self.auth_url, "the sign-in server address (auth_url)", DEFAULT_AUTH_URL)
+        object.__setattr__(self, "auth_url", auth_url)
+        redirect = checked_url(self.redirect_uri, "the redirect URI (redirect_uri)", DEFAULT_REDIRECT_URI)
         if redirect.scheme != "http" or not redirect.hostname or not is_loopback(redirect.hostname):
             raise ConfigError(
-                f"The redirect URI {self.redirect_uri!r} must be http://localhost:PORT/PATH (or 127.0.0.1): "
+                f"The redirect URI {quoted(self.redirect_uri)} must be http://localhost:PORT/PATH (or 127.0.0.1): "
                 "the browser sign-in listens on this computer only."
             )
 
@@ -106,7 +117,8 @@ class OAuthApp:
             return None
         return cls(
             client_id=client_id.strip(),
-            client_secret=(os.environ.get("CCOPTOUT_CLIENT_SECRET") or settings.get("client_secret") or None),
+            client_secret=(os.environ.get("CCOPTOUT_CLIENT_SECRET") or settings.get("client_secret") or "").strip()
+            or None,
             auth_url=os.environ.get("CCOPTOUT_AUTH_URL") or settings.get("auth_url") or DEFAULT_AUTH_URL,
             redirect_uri=(
                 os.environ.get("CCOPTOUT_REDIRECT_URI") or settings.get("redirect_uri") or DEFAULT_REDIRECT_URI
@@ -116,9 +128,20 @@ class OAuthApp:
 
 def _file_settings() -> dict[str, str]:
     path = config_file()
-    parser = configparser.ConfigParser()
+    parser = configparser.ConfigParser(interpolation=None)  # a '%' in a secret is just a character
     try:
-        parser.read(path, encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}. Fix or delete the file.") from None
     except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read {path}: {str(exc).splitlines()[0]}. Fix or delete the file.") from None
-    return dict(parser["oauth"]) if parser.has_section("oauth") else {}
+        problem = str(exc).splitlines()[0] if isinstance(exc, configparser.Error) else "it is not UTF-8 text"
+        raise ConfigError(f"Cannot read {path}: {problem[:200]}. Fix or delete the file.") from None
+    return {key: value.strip() for key, value in parser["oauth"].items()} if parser.has_section("oauth") else {}
+
+
+def _plain_value(text: str, limit: int) -> bool:
+    """One line of visible characters, not too long: what an id or secret pasted correctly looks like."""
+    return 0 < len(text) <= limit and text.isprintable() and not any(ch.isspace() for ch in text)
