@@ -97,6 +97,8 @@ def _rows(store: Any, query: OptOutQuery) -> list[list[Any]]:
 
 
 def _function_row(optout: OptOut) -> list[Any]:
+    # A datetime, so Excel shows a date: worksheet functions run on Windows only, where pywin32 passes the
+    # milliseconds on (a COM date is a serial number).
     return [
         optout.email,
         _local(optout.opt_out_date),
@@ -168,8 +170,13 @@ def _blank(value: Any) -> bool:
 
 
 def _local(moment: dt.datetime | None) -> dt.datetime | None:
-    """A naive local datetime, as Excel shows dates."""
+    """A naive local datetime, as Excel shows dates; to the microsecond, so the API's milliseconds stay."""
     return None if moment is None else moment.astimezone(dateutil_tz.tzlocal()).replace(tzinfo=None)
+
+
+def serial(local: dt.datetime) -> float:
+    """The Excel serial number of a naive local date-time (what a date cell holds), milliseconds included."""
+    return (local - EXCEL_EPOCH) / dt.timedelta(days=1)
 
 
 # -- the ribbon (RunPython) ---------------------------------------------------------------------------------
@@ -218,11 +225,15 @@ def recalculate(book: Any) -> None:
 
 def table_row(optout: OptOut, list_names: dict[str, str] | None = None) -> list[Any]:
     """One row of the OptOuts table. Excel runs text written through COM that looks like a formula: text gets
-    the apostrophe prefix (:func:`~ccoptout_xl.formats.neutralise`), which Excel does not show."""
+    the apostrophe prefix (:func:`~ccoptout_xl.formats.neutralise`), which Excel does not show.
+
+    The opt-out date goes in as its serial number, which the workbook's date format on the column shows as a
+    date-time: on macOS xlwings passes a datetime as an AppleScript date, whole seconds only, and the API's
+    milliseconds would be lost; a number reaches Excel as it is on every platform."""
     names = list_names or {}
     return [
         neutralise(optout.email),
-        _local(optout.opt_out_date),
+        serial(_local(optout.opt_out_date)),
         neutralise(optout.opt_out_source),
         neutralise(optout.opt_out_reason or ""),
         neutralise(optout.first_name),

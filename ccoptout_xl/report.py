@@ -268,6 +268,8 @@ def _write_optouts(workbook: Workbook, optouts: Iterable[OptOut], zone, list_nam
     header[4].comment = Comment(SOURCE_COMMENT, "ccoptout-xl", width=360, height=90)
     sheet.append(header)
     for optout in optouts:
+        # The serial openpyxl writes keeps the fraction of a second (16 significant digits: well under a
+        # millisecond), so the cell holds the API's milliseconds; DATE_FORMAT only shows whole seconds.
         local = optout.opt_out_date.astimezone(zone).replace(tzinfo=None)
         when = WriteOnlyCell(sheet, value=local)
         when.number_format = DATE_FORMAT

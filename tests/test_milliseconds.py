@@ -24,6 +24,7 @@ from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.store import OptOutStore, fetch_optouts
 
 from .conftest import ANCHOR, make_client, sandbox_as_api, truth
+from .test_excel import FakeBook
 
 UTC = dt.timezone.utc
 SPEC = AccountSpec(contacts=300, seed=3, anchor=ANCHOR)
@@ -214,3 +215,16 @@ def test_worksheet_functions_return_the_milliseconds(sandbox: Sandbox, planted) 
             local(MOMENTS[2]),
         ]
         assert excel.OPTOUTS_COUNT(since, local(MOMENTS[0])) == 2
+
+
+def test_refresh_writes_dates_that_hold_the_milliseconds(sandbox: Sandbox, planted) -> None:
+    book = FakeBook(Since=local(DAY), Until=local(DAY + dt.timedelta(days=1)))
+    excel.refresh(book)
+    assert book.value(excel.STATUS).startswith("OK: 4 opt-outs"), book.value(excel.STATUS)
+    rows = book.sheets[excel.OPTOUTS_SHEET].rows()
+    opted_out = excel.TABLE_HEADER.index("Opted out")
+    contact = excel.TABLE_HEADER.index("Contact ID")
+    # A number (the serial Excel keeps for a date-time) on every platform: on macOS xlwings sends a datetime as
+    # an AppleScript date, which has whole seconds only.
+    assert all(isinstance(row[opted_out], float) for row in rows)
+    assert [(row[contact], from_serial(row[opted_out])) for row in rows] == [(c, local(m)) for c, m in planted]
