@@ -14,9 +14,12 @@ from dateutil import parser as date_parser
 from dateutil import tz as dateutil_tz
 
 from .exceptions import UsageError
+from .text import quoted
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|minutes?|h|hours?|d|days?|w|weeks?)\s*(ago)?\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)  # a day's margin for any conversion later
 DATE_FORMS = "2026-05-01, 'May 1 2026', 5/1/2026, 2026-05-01T09:30, today, yesterday or 30d"
 
 
@@ -27,10 +30,12 @@ def resolve_timezone(name: str | None) -> dt.tzinfo:
     if name.upper() in ("UTC", "Z"):
         return dt.timezone.utc
     try:
+        if len(name) > 100 or not name.isprintable():
+            raise ValueError(name)
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
         raise UsageError(
-            f"Unknown time zone {name!r}: use an IANA name such as America/New_York, Europe/Paris or UTC."
+            f"Unknown time zone {quoted(name)}: use an IANA name such as America/New_York, Europe/Paris or UTC."
         ) from None
 
 
@@ -60,11 +65,19 @@ def parse_when(
     The result is in UTC: arithmetic on datetimes that share a zone is wall-clock arithmetic in Python,
     which is wrong across a DST change.
     """
+    shown = quoted(text)
     try:
         moment = _parse_local(text, zone, dayfirst, now or dt.datetime.now(dt.timezone.utc), what)
-        return moment.astimezone(dt.timezone.utc)
+        moment = moment.astimezone(dt.timezone.utc)
     except OverflowError:
-        raise UsageError(f"The {what} {text!r} is out of range: use a date between the years 1900 and 9999.") from None
+        moment = None
+    except ValueError as exc:  # an offset of a day or more, such as +99:00
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(f"The {what} {shown} has an impossible time-zone offset: use one such as -05:00.") from None
+    if moment is None or not EARLIEST <= moment < LATEST:
+        raise UsageError(f"The {what} {shown} is out of range: use a date between the years 1900 and 9999.")
+    return moment
 
 
 def _parse_local(text: str, zone: dt.tzinfo, dayfirst: bool, now: dt.datetime, what: str) -> dt.datetime:
@@ -81,16 +94,21 @@ def _parse_local(text: str, zone: dt.tzinfo, dayfirst: bool, now: dt.datetime, w
         amount, unit = int(relative.group(1)), relative.group(2).lower()
         unit = "m" if unit.startswith("min") else unit[0]
         return now - dt.timedelta(**{_UNITS[unit]: amount})
-    if not cleaned or not any(ch.isdigit() for ch in cleaned):
-        raise UsageError(f"Cannot read the {what} {text!r}: use {DATE_FORMS}.")
-    if cleaned.isdigit() and len(cleaned) <= 2:
-        raise UsageError(f"The {what} {text!r} is only a number: for days ago write {cleaned}d, or give a full date.")
+    shown = quoted(text)
+    if not cleaned or len(cleaned) > 100 or not any(ch.isdigit() for ch in cleaned):
+        raise UsageError(f"Cannot read the {what} {shown}: use {DATE_FORMS}.")
+    if any(ch.isdigit() and not ch.isascii() for ch in cleaned):
+        raise UsageError(f"The {what} {shown} has digits of another script: write them as 0-9.")
+    if cleaned.isdigit() and len(cleaned) not in (4, 8):  # a year (2026) or a compact date (20260501)
+        raise UsageError(
+            f"The {what} {shown} is only a number: for days ago write {cleaned[:12]}d, or give a full date."
+        )
     try:
         # Missing parts start their period: "May 2026" is 1 May, "2026" is 1 January; a missing year is this year.
         default = dt.datetime(now.astimezone(zone).year, 1, 1)
         parsed = date_parser.parse(cleaned, dayfirst=dayfirst, default=default)
     except (ValueError, OverflowError):
-        raise UsageError(f"Cannot read the {what} {text!r}: use {DATE_FORMS}.") from None
+        raise UsageError(f"Cannot read the {what} {shown}: use {DATE_FORMS}.") from None
     if parsed.tzinfo is not None:
         return parsed
     if parsed.time() == dt.time():
