@@ -12,10 +12,12 @@ import datetime as dt
 import logging
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from .client import Client
@@ -26,7 +28,9 @@ from .formats import FORMATS, duration, plural, write_optouts
 from .query import OptOutQuery, QueryResult
 from .report import build_report
 from .store import MAX_AGE, OptOutStore, count_calls, fetch_optouts
+from .text import quoted
 
+MAX_AGE_MINUTES = 366 * 24 * 60  # a year
 DEMO_CONTACTS = 20_000
 DEMO_SEED = 1
 DEMO_REPORT = "optouts-demo.xlsx"
@@ -57,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_query_options(fetch)
     fetch.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    fetch.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    fetch.add_argument("-o", "--output", metavar="FILE", type=_given, help="write to FILE instead of standard output")
     fetch.add_argument("--raw", action="store_true", help="CSV: do not neutralise cells Excel would run as formulas")
     fetch.set_defaults(run=run_fetch)
 
@@ -69,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "how it was made. Dates: " + DATE_FORMS + ".",
     )
     add_query_options(report)
-    report.add_argument("-o", "--output", metavar="FILE", help="the .xlsx file (default: optouts-YYYY-MM-DD.xlsx)")
+    report.add_argument(
+        "-o", "--output", metavar="FILE", type=_given, help="the .xlsx file (default: optouts-YYYY-MM-DD.xlsx)"
+    )
     report.set_defaults(run=run_report)
 
     demo = commands.add_parser(
@@ -78,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a report of the last 90 days from the built-in sandbox account",
         description="Start the built-in sandbox, write the report of its last 90 days of opt-outs, and say where.",
     )
-    demo.add_argument("-o", "--output", metavar="FILE", default=DEMO_REPORT, help=f"(default: {DEMO_REPORT})")
-    demo.add_argument("--tz", metavar="ZONE", help="time zone for dates (default: this computer's)")
+    demo.add_argument(
+        "-o", "--output", metavar="FILE", type=_given, default=DEMO_REPORT, help=f"(default: {DEMO_REPORT})"
+    )
+    demo.add_argument("--tz", metavar="ZONE", type=_given, help="time zone for dates (default: this computer's)")
     demo.set_defaults(
         run=run_demo,
         since="90d",
@@ -138,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the Excel workbook (OptOuts.xlsm), set up for this Python",
         description="Write a copy of OptOuts.xlsm whose xlwings settings point at this Python, ready to open.",
     )
-    workbook.add_argument("--dest", metavar="PATH", default="OptOuts.xlsm", help="(default: OptOuts.xlsm here)")
+    workbook.add_argument(
+        "--dest", metavar="PATH", type=_given, default="OptOuts.xlsm", help="(default: OptOuts.xlsm here)"
+    )
     workbook.set_defaults(run=run_workbook)
 
     sandbox = commands.add_parser(
@@ -148,10 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a deterministic synthetic account on this computer, for trying things out and tests.",
     )
     sandbox.add_argument("--port", type=int, default=8800, help="TCP port on 127.0.0.1 (default: 8800, 0 = any)")
-    sandbox.add_argument("--contacts", type=_positive_int, default=100_000, help="contacts in the account")
+    sandbox.add_argument("--contacts", type=_whole_number(1, 10**12), default=100_000, help="contacts in the account")
     sandbox.add_argument("--seed", type=int, default=1, help="seed of the synthetic account (default: 1)")
     sandbox.add_argument("--rate-limit", type=float, default=4.0, help="requests per second before 429 (default 4)")
-    sandbox.add_argument("--daily-quota", type=_positive_int, default=10_000, help="requests per UTC day")
+    sandbox.add_argument("--daily-quota", type=_whole_number(1, 10**12), default=10_000, help="requests per UTC day")
     sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     sandbox.set_defaults(run=run_sandbox)
     return parser
@@ -159,12 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_query_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose which opt-outs (shared by every command that fetches them)."""
-    parser.add_argument("--since", metavar="DATE", help="opted out at or after DATE")
-    parser.add_argument("--until", metavar="DATE", help="opted out before DATE")
-    parser.add_argument("--latest", metavar="N", type=_positive_int, help="only the N most recent opt-outs")
+    parser.add_argument("--since", metavar="DATE", type=_given, help="opted out at or after DATE")
+    parser.add_argument("--until", metavar="DATE", type=_given, help="opted out before DATE")
+    parser.add_argument("--latest", metavar="N", type=_whole_number(1), help="only the N most recent opt-outs")
     parser.add_argument("--include-deleted", action="store_true", help="include deleted contacts")
     parser.add_argument(
-        "--tz", metavar="ZONE", help="time zone for dates, e.g. Europe/Paris (default: this computer's)"
+        "--tz", metavar="ZONE", type=_given, help="time zone for dates, e.g. Europe/Paris (default: this computer's)"
     )
     parser.add_argument("--dayfirst", action="store_true", help="read 1/5/2026 as 1 May, not 5 January")
     parser.add_argument("--demo", action="store_true", help="use the built-in sandbox account instead of the API")
@@ -178,20 +188,35 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-age",
         metavar="MINUTES",
-        type=_positive_int,
+        type=_whole_number(1, MAX_AGE_MINUTES),
         default=int(MAX_AGE.total_seconds() // 60),
         help="use the local store without syncing if synced within MINUTES (default: %(default)s)",
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (``1,000`` and ``1_000`` are read too)."""
+
+    def whole_number(text: str) -> int:
+        digits = text.strip().replace(",", "").replace("_", "")
+        if not (digits.isascii() and digits.lstrip("-").isdigit()) or len(digits) > 40:
+            raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number (or is far too large)")
+        value = int(digits)
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low:,}" if high is None else f"from {low:,} to {high:,}"
+            raise argparse.ArgumentTypeError(f"{quoted(text)} must be {bounds}")
+        return value
+
+    return whole_number
+
+
+def _given(text: str) -> str:
+    """An argparse type for text options: refuses an empty value (what a script with an unset variable sends)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the value is empty (an unset variable in a script?)")
+    if len(text) > 4096 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is too long or has control characters")
+    return text
 
 
 def query_from_args(args: argparse.Namespace) -> tuple[OptOutQuery, dt.tzinfo]:
@@ -503,26 +528,63 @@ def _progress_bar(client: Client, stream: TextIO | None = None) -> Iterator[obje
         yield update
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, systemd and Task Scheduler send): stopped like Ctrl-C, temporary files removed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ccoptout-xl`` command; returns the exit code."""
+    _tolerant_streams()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    previous = _catch_sigterm()
     try:
         return args.run(args)
     except CcOptOutError as exc:
-        print(f"ccoptout-xl: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other commands do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("ccoptout-xl: interrupted.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _error("stopped (SIGTERM)." if isinstance(exc, Terminated) else "interrupted.")
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if args.debug:
             raise
-        print(f"ccoptout-xl: unexpected error: {exc!r}. Run again with --debug for details.", file=sys.stderr)
+        # Only the type: an exception's text may hold a request header, a token or a person's address.
+        _error(f"unexpected error ({type(exc).__name__}). Run again with --debug for details.")
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _error(message: str) -> None:
+    """One line on stderr (which may be closed, or unable to encode the message)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        print(f"ccoptout-xl: {message}", file=sys.stderr, flush=True)
+
+
+def _catch_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` (main thread only); return the handler to restore."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
+
+
+def _tolerant_streams() -> None:
+    """Text that the console's encoding cannot show (cp1252, a non-UTF-8 locale) is replaced, not an error."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
+        if stream is not None and hasattr(stream, "reconfigure") and encoding not in ("utf-8", "utf-8-sig"):
+            with contextlib.suppress(OSError, ValueError):
+                stream.reconfigure(errors="replace")
 
 
 if __name__ == "__main__":  # pragma: no cover
