@@ -285,8 +285,8 @@ def test_report_bad_input(argv: list[str], needle: str, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("argv", "check"),
     [
-        (["--until", "9999-12-31"], "ends by today"),
-        (["--since", "0001-01-01", "--tz", "UTC"], "starts near the first"),
+        (["--until", "9998-12-31"], "ends by today"),  # the latest and earliest dates accepted
+        (["--since", "1900-01-01", "--tz", "UTC"], "starts near the first"),
         (["--since", "2025-01-01", "--latest", "50"], "the rows' own range"),
     ],
 )
