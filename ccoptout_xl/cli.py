@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TextIO
 from . import __version__
 from .client import Client
 from .dates import DATE_FORMS, parse_when, resolve_timezone
-from .exceptions import CcOptOutError, UsageError
+from .exceptions import CcOptOutError, OutputError, UsageError
 from .files import atomic_output, require_folder
 from .formats import FORMATS, duration, plural, write_optouts
 from .query import OptOutQuery, QueryResult
@@ -264,6 +264,8 @@ def store_choice(args: argparse.Namespace) -> dict[str, object]:
 def run_fetch(args: argparse.Namespace) -> int:
     query, zone = query_from_args(args)
     check_output_folder(args.output)
+    if not args.output and sys.stdout is None:
+        raise OutputError("Standard output is closed: write to a file with -o FILE instead.")
     with open_client(args) as client:
         result = run_query(args, client, query)
         try:
@@ -279,7 +281,15 @@ def run_fetch(args: argparse.Namespace) -> int:
             else:
                 if args.format == "csv" and hasattr(sys.stdout, "reconfigure"):
                     sys.stdout.reconfigure(newline="")  # CSV rows end in CRLF already: no second CR on Windows
-                write_optouts(result, sys.stdout, args.format, zone, raw=args.raw)
+                try:
+                    write_optouts(result, sys.stdout, args.format, zone, raw=args.raw)
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:
+                    raise OutputError(
+                        f"Cannot write to standard output: {exc.strerror or type(exc).__name__}."
+                    ) from None
         finally:
             result.close()
         if not args.demo:

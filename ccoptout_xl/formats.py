@@ -77,11 +77,13 @@ def write_optouts(optouts: Iterable[OptOut], out: TextIO, fmt: str, zone: dt.tzi
 
 
 def _write_json(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
+    # A stream that is not UTF-8 (a Windows console redirect in cp1252) gets \u escapes: still exactly the data.
+    ascii_only = (getattr(out, "encoding", None) or "utf-8").lower().replace("_", "-") not in ("utf-8", "utf-8-sig")
     count = 0
     out.write("[")
     for optout in optouts:
         out.write(",\n  " if count else "\n  ")
-        out.write(json.dumps(as_record(optout, zone), ensure_ascii=False))
+        out.write(json.dumps(as_record(optout, zone), ensure_ascii=ascii_only))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
