@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ApiError
-from .params import CursorCodec, boolean, csv, instant_us, integer
+from .params import CursorCodec, ascii_digits, boolean, csv, instant_us, integer
 from .render import CONTACT_COLUMNS, DELETED_OFFSET, PERMISSIONS, UNSUBSCRIBED, contact_json
 
 NON_DELETED = tuple(range(len(PERMISSIONS)))
@@ -100,7 +100,7 @@ def parse_query(query: dict[str, str], codec: CursorCodec, optout_filters: bool 
                 raise ApiError.invalid(f"{name} is not a supported query parameter")
     if "segment_id" in query:
         segment = query["segment_id"]
-        if not segment.isdigit():
+        if not ascii_digits(segment):
             raise ApiError.invalid(f"segment_id must be a number, got {segment!r}")
         others = sorted(set(query) - {"segment_id", "limit"})
         if others:

@@ -32,7 +32,7 @@ API_AUDIENCE = "https://api.cc.email/v3"
 DEFAULT_CLIENT_ID = "ccoptout-xl-sandbox"
 USER_CODE_LETTERS = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 6.1: no vowels, no look-alikes
 STALE_AFTER = 3600.0  # expired codes are forgotten this long after they expire
-_LOOPBACK_CALLBACK = re.compile(r"http://(?:127\.0\.0\.1|localhost|\[::1\]):(\d{1,5})/callback")
+_LOOPBACK_CALLBACK = re.compile(r"http://(?:127\.0\.0\.1|localhost|\[::1\]):([0-9]{1,5})/callback")
 _VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 4.1
 _CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url(SHA-256), unpadded
 

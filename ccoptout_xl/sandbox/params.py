@@ -14,11 +14,22 @@ from typing import Any
 
 from .errors import ApiError
 
+# re.ASCII: \d would otherwise match any Unicode decimal digit (full-width, Arabic-Indic...), and int() takes them.
 _DATE_TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?([Zz]|[+-]\d{2}:?\d{2}))?"
+    r"(?:[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?([Zz]|[+-]\d{2}:?\d{2}))?",
+    re.ASCII,
 )
+_WHOLE = re.compile(r"[0-9]{1,9}")
 _MAC_BYTES = 12
+
+
+def ascii_digits(value: str) -> bool:
+    """True for one or more ASCII digits 0-9 and nothing else.
+
+    str.isdigit alone also takes superscripts, full-width and Arabic-Indic digits.
+    """
+    return value.isascii() and value.isdigit()
 
 
 def csv(name: str, value: str, allowed: Iterable[str] | None = None, max_items: int | None = None) -> list[str]:
@@ -45,8 +56,8 @@ def one_of(name: str, value: str, allowed: Iterable[str]) -> str:
 
 
 def integer(name: str, value: str, low: int, high: int) -> int:
-    """A decimal integer within [low, high]."""
-    if not re.fullmatch(r"\d{1,9}", value) or not low <= int(value) <= high:
+    """A decimal integer of ASCII digits within [low, high] (no sign, spaces, underscores or other digits)."""
+    if not _WHOLE.fullmatch(value) or not low <= int(value) <= high:
         raise ApiError.invalid(f"{name} must be an integer from {low} to {high}, got {value!r}")
     return int(value)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import socket
 import socketserver
@@ -365,11 +366,11 @@ def _read_body(handler: _Handler) -> bytes | None:
     """The request body (b"" if none); None if it can't be read, and then the connection can't be reused."""
     if handler.headers.get("Transfer-Encoding"):
         return None
-    try:
-        length = int(handler.headers.get("Content-Length") or 0)
-    except ValueError:
+    declared = (handler.headers.get("Content-Length") or "0").strip()
+    if not re.fullmatch(r"[0-9]{1,8}", declared):  # int() would also take "+5", "1_0" and non-ASCII digits
         return None
-    if length > MAX_REQUEST_BODY or length < 0:
+    length = int(declared)
+    if length > MAX_REQUEST_BODY:
         return None
     return handler.rfile.read(length) if length > 0 else b""
 
