@@ -480,19 +480,17 @@ def check_output_folder(path: str | None) -> None:
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox import AccountSpec, Sandbox
+    from .sandbox import AccountSpec, Sandbox, SettingError, check_server_settings
 
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be between 0 and 65535, not {args.port}.")
-    spec = AccountSpec(contacts=args.contacts, seed=args.seed)
+    rate_limit = args.rate_limit or None  # 0: no limit
+    try:  # every setting, before an account is generated or a port is bound
+        spec = AccountSpec(contacts=args.contacts, seed=args.seed)
+        check_server_settings(args.port, rate_limit, args.daily_quota, args.latency)
+    except SettingError as exc:
+        no_limit = " (0: no limit)" if exc.setting == "rate_limit" else ""
+        raise UsageError(f"--{exc.setting.replace('_', '-')} {exc.requirement}{no_limit}, not {exc.shown}.") from None
     print(f"Preparing a sandbox account of {args.contacts:,} contacts (seed {args.seed})...", file=sys.stderr)
-    sandbox = Sandbox(
-        spec,
-        port=args.port,
-        rate_limit=args.rate_limit or None,
-        daily_quota=args.daily_quota,
-        latency=args.latency,
-    )
+    sandbox = Sandbox(spec, port=args.port, rate_limit=rate_limit, daily_quota=args.daily_quota, latency=args.latency)
     try:
         sandbox.start()
     except OSError as exc:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import http.client
+import logging
+import math
+import os
+import stat
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
-from ccoptout_xl.sandbox import AccountSpec, Sandbox, accounts
-from ccoptout_xl.sandbox.accounts import Account
+from ccoptout_xl.cli import main
+from ccoptout_xl.sandbox import MAX_CONTACTS, AccountSpec, Sandbox, SettingError, accounts
+from ccoptout_xl.sandbox.accounts import CACHE_ENV, Account, default_cache_dir, usable_cache_dir
 
 from .conftest import ANCHOR
 from .contract import validate
@@ -29,6 +36,98 @@ def nothing_generated_or_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accounts, "build", refuse)
     monkeypatch.setattr(Account, "open", refuse)
     monkeypatch.setattr(Sandbox, "_bind", refuse)
+
+
+# -- 1. settings: one line, exit 2, before anything is generated or bound ----------------------------------
+
+BAD_OPTIONS = [
+    (["--rate-limit", "-1"], "--rate-limit"),
+    (["--rate-limit", "nan"], "--rate-limit"),
+    (["--rate-limit", "inf"], "--rate-limit"),
+    (["--rate-limit", "1e400"], "--rate-limit"),
+    (["--latency", "inf"], "--latency"),
+    (["--latency", "nan"], "--latency"),
+    (["--latency", "-1"], "--latency"),
+    (["--latency", "61"], "--latency"),
+    (["--contacts", str(10**12)], "--contacts"),
+    (["--contacts", str(MAX_CONTACTS + 1)], "--contacts"),
+    (["--daily-quota", "0"], "--daily-quota"),
+    (["--port", "70000"], "--port"),
+    (["--port", "-1"], "--port"),
+    (["--seed", str(10**27)], "--seed"),
+    (["--seed", "-1"], "--seed"),
+]
+
+
+@pytest.mark.usefixtures("nothing_generated_or_bound")
+@pytest.mark.parametrize(("argv", "option"), BAD_OPTIONS)
+def test_bad_sandbox_options_are_one_line_and_exit_2(
+    argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(["sandbox", "--port", "0", "--contacts", "100", *argv])
+    except SystemExit as refused:  # the parser's own checks (one line too)
+        code = refused.code
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert option in err and "Traceback" not in err and "unexpected error" not in err
+
+
+def test_rate_limit_0_still_means_no_limit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    served: list[Sandbox] = []
+    monkeypatch.setattr(Sandbox, "wait", lambda self: served.append(self))  # return at once instead of serving
+    assert main(["sandbox", "--port", "0", "--contacts", "20", "--rate-limit", "0", "--latency", "0"]) == 0
+    assert [s.rate_limit for s in served] == [None]
+    assert "Sandbox API: http://127.0.0.1:" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("nothing_generated_or_bound")
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"rate_limit": -1}, "rate_limit"),
+        ({"rate_limit": 0}, "rate_limit"),
+        ({"rate_limit": math.nan}, "rate_limit"),
+        ({"rate_limit": math.inf}, "rate_limit"),
+        ({"rate_limit": True}, "rate_limit"),
+        ({"latency": math.inf}, "latency"),
+        ({"latency": math.nan}, "latency"),
+        ({"latency": -0.5}, "latency"),
+        ({"latency": "1"}, "latency"),
+        ({"daily_quota": 0}, "daily_quota"),
+        ({"daily_quota": 2.5}, "daily_quota"),
+        ({"port": 70_000}, "port"),
+        ({"port": -1}, "port"),
+    ],
+)
+def test_sandbox_settings_are_checked_first(settings: dict[str, object], name: str) -> None:
+    with pytest.raises(SettingError) as caught:
+        Sandbox(SPEC, **settings)  # type: ignore[arg-type]
+    assert caught.value.setting == name and isinstance(caught.value, ValueError)
+    message = str(caught.value)
+    assert name in message and "\n" not in message
+
+
+def test_account_spec_bounds() -> None:
+    assert AccountSpec(contacts=MAX_CONTACTS, seed=2**63 - 1).contacts == MAX_CONTACTS  # nothing generated yet
+    for bad in ({"contacts": MAX_CONTACTS + 1}, {"contacts": 10**12}, {"seed": 10**27}, {"seed": -1}):
+        with pytest.raises(SettingError, match=next(iter(bad))):
+            AccountSpec(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="1e30 or more"):
+        AccountSpec(seed=10**5000)  # too long for str(): still a one-line ValueError
+
+
+def test_settings_changed_while_serving_are_checked(sandbox: Sandbox) -> None:
+    for name, value in (("rate_limit", math.nan), ("rate_limit", -2), ("daily_quota", 0), ("latency", math.inf)):
+        before = getattr(sandbox, name)
+        with pytest.raises(SettingError):
+            setattr(sandbox, name, value)
+        assert getattr(sandbox, name) == before
+    sandbox.rate_limit, sandbox.daily_quota, sandbox.latency = 2.5, 7, 0.0
+    assert (sandbox.rate_limit, sandbox.daily_quota, sandbox.latency) == (2.5, 7, 0.0)
+    sandbox.rate_limit = sandbox.daily_quota = None
 
 
 # -- 2. query strings: only ASCII digits are numbers ---------------------------------------------------------
@@ -111,3 +210,116 @@ def test_a_content_length_that_is_not_ascii_digits_closes_the_connection(served:
         assert response.getheader("Connection") == "close"  # the body could not be delimited
     finally:
         conn.close()
+
+
+# -- 3. the cache folder is this user's own ------------------------------------------------------------------
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temporary folder is ``tmp_path/tmp``; no cache folder configured; no fallback yet."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setattr(accounts, "_fallback", None)
+    return root
+
+
+def _user_folder(root: Path) -> Path:
+    tag = str(os.getuid()) if hasattr(os, "getuid") else accounts._user_tag()
+    return root / f"ccoptout-xl-{tag}"
+
+
+def test_the_default_cache_is_per_user_and_private(temp_root: Path) -> None:
+    expected = _user_folder(temp_root) / "ccoptout-xl-sandbox"
+    assert default_cache_dir() == expected
+    assert usable_cache_dir() == expected and expected.is_dir()
+    account = Account.open(AccountSpec(contacts=10, seed=1, anchor=ANCHOR))
+    assert account.path.parent == expected.resolve()
+    if hasattr(os, "getuid"):
+        for folder in (expected.parent, expected):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        expected.parent.chmod(0o755)  # made too open by someone: made private again
+        usable_cache_dir()
+        assert stat.S_IMODE(expected.parent.stat().st_mode) == 0o700
+
+
+def _falls_back(caplog: pytest.LogCaptureFixture, wanted: Path, why: str) -> None:
+    with caplog.at_level(logging.WARNING, logger="ccoptout_xl.sandbox.accounts"):
+        folder = usable_cache_dir()
+        account = Account.open(AccountSpec(contacts=10, seed=1, anchor=ANCHOR))
+    assert folder != wanted and folder.is_dir() and account.path.parent == folder.resolve()
+    assert len(list(account.contacts())) == 10
+    notes = [r.getMessage() for r in caplog.records if r.name == "ccoptout_xl.sandbox.accounts"]
+    assert len(notes) == 1 and str(wanted) in notes[0] and why in notes[0] and CACHE_ENV in notes[0]
+    if hasattr(os, "getuid"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    caplog.clear()
+    assert usable_cache_dir() == folder and not caplog.records  # one notice per process
+
+
+def test_a_file_in_the_way_falls_back_with_a_notice(temp_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _user_folder(temp_root).write_text("someone else's file")
+    _falls_back(caplog, default_cache_dir(), "is not a folder")
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links")
+def test_a_symbolic_link_in_the_way_falls_back(temp_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    elsewhere = temp_root / "planted"
+    elsewhere.mkdir(mode=0o700)
+    _user_folder(temp_root).symlink_to(elsewhere, target_is_directory=True)
+    _falls_back(caplog, default_cache_dir(), "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners")
+def test_a_folder_of_another_user_falls_back(
+    temp_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() == 0:
+        squatted = _user_folder(temp_root)
+        squatted.mkdir(mode=0o777)
+        os.chown(squatted, 4242, -1)  # really another user's
+    else:
+        pretended = os.getuid() + 4242
+        monkeypatch.setattr(os, "getuid", lambda: pretended)  # this process plays another user
+        _user_folder(temp_root).mkdir(mode=0o777)
+    _falls_back(caplog, default_cache_dir(), "belongs to another user")
+
+
+def test_a_configured_folder_that_cannot_be_used_falls_back(
+    temp_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configured = temp_root / "mine"
+    configured.write_text("a file, not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(configured))
+    _falls_back(caplog, configured, "is not a folder")
+
+
+def test_a_folder_that_is_not_writable_falls_back(
+    temp_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configured = temp_root / "read-only"
+    configured.mkdir()
+    monkeypatch.setenv(CACHE_ENV, str(configured))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != configured and real_access(path, mode))
+    _falls_back(caplog, configured, "not writable")
+
+
+def test_a_cache_that_fails_while_generating_falls_back(
+    temp_root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_build = accounts.build
+
+    def disk_full(spec: AccountSpec, path: Path) -> None:
+        if path.parent == default_cache_dir().resolve():
+            raise OSError(28, "No space left on device")
+        real_build(spec, path)
+
+    monkeypatch.setattr(accounts, "build", disk_full)
+    with caplog.at_level(logging.WARNING, logger="ccoptout_xl.sandbox.accounts"):
+        account = Account.open(AccountSpec(contacts=10, seed=1, anchor=ANCHOR))
+    assert account.path.parent != default_cache_dir().resolve() and len(list(account.contacts())) == 10
+    assert "No space left on device" in caplog.text

@@ -20,14 +20,18 @@ from .accounts import GENERATOR_VERSION, Account, AccountSpec
 from .hooks import Fault, RequestRecord
 from .oauth import OAuthServer, TokenRequest
 from .server import Sandbox
+from .settings import MAX_CONTACTS, SettingError, check_server_settings
 
 __all__ = [
     "GENERATOR_VERSION",
+    "MAX_CONTACTS",
     "Account",
     "AccountSpec",
     "Fault",
     "OAuthServer",
     "RequestRecord",
     "Sandbox",
+    "SettingError",
     "TokenRequest",
+    "check_server_settings",
 ]

@@ -12,13 +12,19 @@ never block each other. ``close()`` discards the copy (and the changes) and goes
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import getpass
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -39,6 +45,9 @@ from .render import (
     contact_json,
     format_instant,
 )
+from .settings import MAX_CONTACTS, MAX_SEED, whole
+
+logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "5"
 """Bump whenever generated data changes: it is part of the cache key."""
@@ -57,7 +66,11 @@ _CHANGE_COLUMNS = "seq, contact_id, state, style, lists, email_updated, opt_out"
 
 @dataclass(frozen=True)
 class AccountSpec:
-    """What to generate. ``anchor`` is the account's "now" (aware); None means now, to the minute."""
+    """What to generate. ``anchor`` is the account's "now" (aware); None means now, to the minute.
+
+    ``contacts`` from 0 to 5,000,000 (MAX_CONTACTS) and ``seed`` from 0 to 2**63 - 1; anything else is a
+    SettingError (a ValueError) before anything is generated.
+    """
 
     contacts: int = 2000
     seed: int = 1
@@ -67,10 +80,8 @@ class AccountSpec:
     bulk_removal: int = 0  # long-ago opt-outs moved to one single second, as when an owner removes a list
 
     def __post_init__(self) -> None:
-        if isinstance(self.contacts, bool) or not isinstance(self.contacts, int) or self.contacts < 0:
-            raise ValueError(f"contacts must be an integer >= 0, got {self.contacts!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        whole("contacts", self.contacts, 0, MAX_CONTACTS)
+        whole("seed", self.seed, 0, MAX_SEED)
         for name in ("unsubscribed_share", "recent_share"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 or math.isnan(value):
@@ -96,8 +107,96 @@ class AccountSpec:
 
 
 def default_cache_dir() -> Path:
-    """``$CCOPTOUT_SANDBOX_CACHE``, else ``<tempdir>/ccoptout-xl-sandbox``."""
-    return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "ccoptout-xl-sandbox")
+    """``$CCOPTOUT_SANDBOX_CACHE``, else ``<tempdir>/ccoptout-xl-<user>/ccoptout-xl-sandbox``: this user's own.
+
+    ``<user>`` is the numeric user id (the user name where there is none, as on Windows), so that two users of
+    one machine never share the folder. Only the path: see ``usable_cache_dir``.
+    """
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"ccoptout-xl-{_user_tag()}" / "ccoptout-xl-sandbox"
+
+
+def usable_cache_dir() -> Path:
+    """``default_cache_dir()``, created if needed; a private temporary folder, with a notice, if it is unusable.
+
+    The default folder and its parent are created owner-only (0700). A folder that is not a folder (a file, a
+    symbolic link where the default should be), that this user cannot write, or that belongs to another user is
+    not used: generated accounts then go to a private temporary folder for this process (removed at exit), after
+    a warning on the ``ccoptout_xl.sandbox.accounts`` logger saying why and how to fix it.
+    """
+    folder = default_cache_dir()
+    try:
+        problem = _unusable(folder, private=not os.environ.get(CACHE_ENV))
+    except OSError as exc:
+        problem = f"cannot be created or read ({exc.strerror or exc})"
+    if problem is None:
+        return folder
+    return _fallback_dir(folder, problem)
+
+
+def _user_tag() -> str:
+    """This user, as a short file-name-safe tag: the uid on POSIX, the sanitized user name elsewhere."""
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None:
+        return str(getuid())
+    try:
+        name = getpass.getuser()
+    except Exception:  # no user name in the environment or the password database
+        name = ""
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64].strip(".")
+    return tag or "user"
+
+
+def _unusable(folder: Path, private: bool) -> str | None:
+    """Why ``folder`` cannot hold this user's cache (None: it can), creating it (and, if ``private``, its parent,
+    both owner-only) when missing."""
+    levels = [folder.parent, folder] if private else [folder]
+    if not private:
+        with contextlib.suppress(FileExistsError):  # a file in the way: said below
+            folder.mkdir(parents=True, exist_ok=True)
+    for level in levels:
+        if private:
+            with contextlib.suppress(FileExistsError):
+                level.mkdir(mode=0o700)
+        info = os.lstat(level) if private else os.stat(level)
+        if stat.S_ISLNK(info.st_mode):
+            return f"is a symbolic link ({level}), not a folder of this user's own"
+        if not stat.S_ISDIR(info.st_mode):
+            return f"is not a folder ({level} is a file)"
+        getuid = getattr(os, "getuid", None)
+        if getuid is None:  # Windows: the temporary folder is the user's own already
+            continue
+        if info.st_uid != getuid():
+            return f"belongs to another user ({level} is owned by uid {info.st_uid})"
+        if private and info.st_mode & 0o077:
+            os.chmod(level, 0o700)  # ours, but open to others: make it private
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "is not writable by this user"
+    return None
+
+
+_fallback_lock = threading.Lock()
+_fallback: Path | None = None
+
+
+def _fallback_dir(wanted: Path, problem: str) -> Path:
+    """This process's private temporary cache folder (created once, removed at exit), after one warning."""
+    global _fallback
+    with _fallback_lock:
+        if _fallback is None:
+            _fallback = Path(tempfile.mkdtemp(prefix="ccoptout-xl-sandbox-private-"))
+            atexit.register(shutil.rmtree, _fallback, True)
+            logger.warning(
+                "note: the sandbox cache folder %s %s; generating sandbox accounts in %s for this run only "
+                "(set %s to a folder of your own to keep them between runs).",
+                wanted,
+                problem,
+                _fallback,
+                CACHE_ENV,
+            )
+        return _fallback
 
 
 @dataclass(frozen=True)
@@ -144,11 +243,28 @@ class Account:
 
     @classmethod
     def open(cls, spec: AccountSpec, db_path: str | os.PathLike[str] | None = None) -> Account:
-        """Open the account from the cache (or ``db_path``), generating it first if needed."""
-        path = Path(db_path) if db_path is not None else default_cache_dir() / f"account-{spec.cache_key[:24]}.sqlite3"
-        path = path.resolve()
+        """Open the account from the cache (or ``db_path``), generating it first if needed.
+
+        The cache is ``usable_cache_dir()``; if generating into it fails all the same (a full disk, a file
+        that cannot be replaced), the account is generated in the private fallback folder, after a notice.
+        """
+        if db_path is not None:
+            path = Path(db_path).resolve()
+            if _stored_key(path) != spec.cache_key:
+                build(spec, path)
+            return cls(spec, path)
+        name = f"account-{spec.cache_key[:24]}.sqlite3"
+        path = (usable_cache_dir() / name).resolve()
         if _stored_key(path) != spec.cache_key:
-            build(spec, path)
+            try:
+                build(spec, path)
+            except (OSError, sqlite3.OperationalError) as exc:
+                if _fallback is not None and path.parent == _fallback.resolve():
+                    raise
+                problem = f"cannot take a generated account ({exc})"
+                path = (_fallback_dir(path.parent, problem) / name).resolve()
+                if _stored_key(path) != spec.cache_key:
+                    build(spec, path)
         return cls(spec, path)
 
     def __enter__(self) -> Account:

@@ -32,6 +32,7 @@ from .limits import Limits
 from .oauth import SCOPES, OAuthServer
 from .oauth_http import OAUTH_PATH, OAuthRoutes
 from .reply import Reply
+from .settings import check_daily_quota, check_latency, check_rate_limit, check_server_settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,13 @@ class Sandbox:
 
     ``rate_limit`` (requests per second per API key), ``daily_quota`` (per UTC day), ``latency`` (seconds)
     and ``optout_filters`` (False: behave like a server from before optout_after/optout_before existed)
-    can all be changed while serving. None disables a limit. The API key of a request is the client id
-    of its access token (the real limits are per API key), or the ``token`` given to the constructor.
+    can all be changed while serving. None disables a limit. Settings are checked before anything else is
+    done (no account generated, no port bound): ``port`` 0 to 65535, ``rate_limit`` finite and above 0,
+    ``daily_quota`` a whole number from 1, ``latency`` from 0 to 60 seconds; anything else (NaN, infinity,
+    a negative number, a bool) is a ``SettingError``, a ValueError whose one-line message names the setting.
+
+    The API key of a request is the client id of its access token (the real limits are per API key), or the
+    ``token`` given to the constructor.
 
     The API accepts access tokens issued by ``oauth`` (signed, unexpired by its clock, with the scope
     the endpoint needs) and, if given, the constructor's ``token`` as is. ``token`` defaults to an
@@ -73,11 +79,12 @@ class Sandbox:
         token: str | None = None,
     ) -> None:
         _require_loopback(host)
+        check_server_settings(port, rate_limit, daily_quota, latency)
         self.spec = spec if spec is not None else AccountSpec()
         self.account = Account.open(self.spec, db_path)
         self.host = host
         self.port = port
-        self.latency = latency
+        self._latency = latency
         self.optout_filters = optout_filters
         summary = self.account.summary()
         self.oauth = OAuthServer(
@@ -102,7 +109,7 @@ class Sandbox:
 
     @rate_limit.setter
     def rate_limit(self, value: float | None) -> None:
-        self._limits.rate_limit = value
+        self._limits.rate_limit = check_rate_limit(value)
 
     @property
     def daily_quota(self) -> int | None:
@@ -111,7 +118,16 @@ class Sandbox:
 
     @daily_quota.setter
     def daily_quota(self, value: int | None) -> None:
-        self._limits.daily_quota = value
+        self._limits.daily_quota = check_daily_quota(value)
+
+    @property
+    def latency(self) -> float:
+        """Seconds added to every answer, API and authorization server alike (0 to 60)."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self._latency = check_latency(value)
 
     @property
     def quota_used(self) -> int:
