@@ -14,11 +14,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from ccoptout_xl.auth import SignedInTokens, StaticToken
 from ccoptout_xl.cli import main
-from ccoptout_xl.sandbox import MAX_CONTACTS, AccountSpec, Sandbox, SettingError, accounts
+from ccoptout_xl.client import Client
+from ccoptout_xl.config import OAuthApp
+from ccoptout_xl.credentials import FileTokenStore, Tokens
+from ccoptout_xl.http_client import HTTPClient
+from ccoptout_xl.sandbox import MAX_CONTACTS, AccountSpec, Fault, Sandbox, SettingError, accounts
 from ccoptout_xl.sandbox.accounts import CACHE_ENV, Account, default_cache_dir, usable_cache_dir
 
-from .conftest import ANCHOR
+from .conftest import ANCHOR, FAST_RETRY
 from .contract import validate
 
 SPEC = AccountSpec(contacts=300, seed=5, anchor=ANCHOR)
@@ -323,3 +328,96 @@ def test_a_cache_that_fails_while_generating_falls_back(
         account = Account.open(AccountSpec(contacts=10, seed=1, anchor=ANCHOR))
     assert account.path.parent != default_cache_dir().resolve() and len(list(account.contacts())) == 10
     assert "No space left on device" in caplog.text
+
+
+# -- faults the soak needs: 429 bursts, token invalidation, truncated bodies ---------------------------------
+
+
+@pytest.fixture
+def fresh() -> Iterator[Sandbox]:
+    with Sandbox(SPEC, rate_limit=None, daily_quota=None) as sb:
+        yield sb
+
+
+def test_a_burst_of_429(fresh: Sandbox) -> None:
+    fresh.faults.add(Fault(kind="429", at_request=2, burst=3))
+    responses = [_get(fresh, "/contacts/counts") for _ in range(6)]
+    assert [r.status_code for r in responses] == [200, 429, 429, 429, 200, 200]
+    assert responses[1].json() == {"error_key": "throttled", "error_message": "Too Many Requests"}
+    validate("AuthorizationErrorSchema", responses[1].json())
+    assert [r.status for r in fresh.requests] == [200, 429, 429, 429, 200, 200]
+
+
+def test_bursts_by_rate_are_seeded(fresh: Sandbox) -> None:
+    def pattern() -> list[int]:
+        fresh.reset_log()
+        fresh.faults.clear()
+        fresh.faults.add(Fault(kind="503", rate=0.2, seed=3, burst=2, path_prefix=None))
+        return [_get(fresh, "/account/summary").status_code for _ in range(30)]
+
+    first = pattern()
+    assert first == pattern() and 503 in first
+    runs = [len(run) for run in "".join("x" if s == 503 else "." for s in first[:-1]).split(".") if run]
+    assert all(length % 2 == 0 for length in runs[:-1])  # whole bursts of 2 (the last may be cut off)
+
+
+def test_truncated_fault_sends_half_a_body_and_closes(fresh: Sandbox) -> None:
+    fresh.faults.add(Fault(kind="truncated", at_request=1))
+    conn = http.client.HTTPConnection("127.0.0.1", fresh.port, timeout=10)
+    try:
+        conn.request("GET", "/v3/contacts?limit=5", headers={"Authorization": f"Bearer {fresh.token}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+    finally:
+        conn.close()
+    assert _get(fresh, "/contacts", limit="5").status_code == 200
+
+
+def test_the_client_retries_a_truncated_body(fresh: Sandbox) -> None:
+    fresh.faults.add(Fault(kind="truncated", at_request=2))
+    client = Client(HTTPClient(fresh.base_url, StaticToken(fresh.token), rate=None, retry=FAST_RETRY))
+    ids = [c["contact_id"] for c in client.contacts(status="all", limit=100)]
+    assert len(ids) == len(set(ids)) == 300 and client.stats.retries == 1
+
+
+def test_invalidate_fault_kills_live_tokens_and_a_signed_in_client_renews(fresh: Sandbox, tmp_path: Path) -> None:
+    store = FileTokenStore(tmp_path / "tokens.json")
+    store.save(Tokens.from_response(fresh.oauth.issue()))
+    first = store.load()
+    assert first is not None
+    app = OAuthApp(client_id=fresh.oauth.client_id, auth_url=fresh.auth_url)
+    provider = SignedInTokens(app, store, lock_path=tmp_path / "refresh.lock")
+    fresh.faults.add(Fault(kind="invalidate", at_request=2))
+    client = Client(HTTPClient(fresh.base_url, provider, rate=None, retry=FAST_RETRY))
+    ids = [c["contact_id"] for c in client.contacts(status="all", limit=100)]
+    assert len(ids) == len(set(ids)) == 300
+    assert [r.status for r in fresh.requests if r.path.startswith("/v3/")] == [
+        200,
+        401,
+        200,
+        200,
+        200,
+    ]  # 3 pages + an empty one
+    assert [r.grant_type for r in fresh.oauth.token_requests] == ["refresh_token"]
+    renewed = store.load()
+    assert renewed is not None and renewed.access_token != first.access_token
+    assert fresh.oauth.validate(first.access_token) is None  # the old one stays dead
+    assert _get(fresh, "/contacts/counts").status_code == 401  # the sandbox's own token was issued before too
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "slow", "delay": math.inf},
+        {"kind": "slow", "delay": math.nan},
+        {"kind": "500", "rate": math.nan},
+        {"kind": "500", "burst": 0},
+        {"kind": "500", "at_request": 0},
+        {"kind": "teapot"},
+    ],
+)
+def test_bad_faults_are_refused(fault: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Fault(**fault)  # type: ignore[arg-type]

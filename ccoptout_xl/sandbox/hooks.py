@@ -8,7 +8,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, TypeVar, overload
 
-FAULT_KINDS = ("500", "503", "drop", "slow", "malformed")
+from .settings import number, whole
+
+FAULT_KINDS = ("500", "503", "drop", "slow", "malformed", "truncated", "429", "invalidate")
+MAX_FAULT_DELAY = 3600.0
+MAX_BURST = 1_000_000
 DROPPED = 0
 """``RequestRecord.status`` of a request whose connection was closed without an answer."""
 PENDING = -1
@@ -128,9 +132,21 @@ class Fault:
 
     A fault matches an API request whose path starts with ``path_prefix`` (None: any path). It fires on
     request number ``at_request`` (1-based, counting API requests since start or reset_log) if given,
-    and with probability ``rate`` (seeded RNG) if given; with neither, on every matching request.
-    Kinds: "500"/"503" answer that status, "drop" closes the connection without an answer, "slow"
-    waits ``delay`` seconds then answers normally, "malformed" answers 200 with truncated JSON.
+    and with probability ``rate`` (seeded RNG) if given; with neither, on every matching request. Once it
+    fires it also takes the next ``burst - 1`` matching requests (a burst of 429s, an outage of 503s).
+
+    Kinds (they act after authentication, the quota and the rate window, so the request is counted):
+
+    - "500"/"503": that status, with the API's array error body;
+    - "429": 429 ``throttled`` (the object body of the per-second limit), as if over the rate limit;
+    - "drop": the connection is closed without an answer;
+    - "truncated": the headers and half the body, then the connection is closed (Content-Length says the
+      whole: the client sees an incomplete read);
+    - "slow": waits ``delay`` seconds, then answers normally;
+    - "malformed": 200 with a complete, well-framed but truncated JSON body;
+    - "invalidate": every access token issued so far is invalidated (``OAuthServer.invalidate_access_tokens``,
+      a server-side revocation; the ``token`` of the sandbox too, unless given to the constructor) and the
+      request gets the API's 401: a client with a refresh token must renew it and go on.
     """
 
     kind: str
@@ -139,22 +155,24 @@ class Fault:
     seed: int = 0
     path_prefix: str | None = "/v3/contacts"
     delay: float = 5.0
+    burst: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {self.kind!r}")
-        if self.at_request is not None and self.at_request < 1:
-            raise ValueError("at_request counts from 1")
-        if self.rate is not None and not 0.0 <= self.rate <= 1.0:
-            raise ValueError("rate must be between 0 and 1")
-        if self.delay < 0:
-            raise ValueError("delay must be >= 0")
+        if self.at_request is not None:
+            whole("at_request", self.at_request, 1, 2**63 - 1)  # counts from 1
+        if self.rate is not None:
+            number("rate", self.rate, 0.0, 1.0)
+        number("delay", self.delay, 0.0, MAX_FAULT_DELAY, unit="seconds")
+        whole("burst", self.burst, 1, MAX_BURST)
 
 
 @dataclass
 class _Armed:
     fault: Fault
     rng: random.Random = field(init=False)
+    left: int = 0  # matching requests this fault still takes in its current burst
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.fault.seed)
@@ -192,9 +210,13 @@ class FaultSet:
                 fault = armed.fault
                 if fault.path_prefix is not None and not path.startswith(fault.path_prefix):
                     continue
+                if armed.left > 0:
+                    armed.left -= 1
+                    return fault
                 if fault.at_request is not None and fault.at_request != number:
                     continue
                 if fault.rate is not None and armed.rng.random() >= fault.rate:
                     continue
+                armed.left = fault.burst - 1
                 return fault
         return None

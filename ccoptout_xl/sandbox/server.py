@@ -259,6 +259,14 @@ class Sandbox:
             text = reply.payload.decode("utf-8")  # a proper prefix of JSON is never valid JSON
             reply = replace(reply, status=200, payload=text[: len(text) // 2].encode("utf-8"))
         self.requests.close(log_handle, reply.status)
+        if fault is not None and fault.kind == "truncated":
+            handler.close_connection = True
+            _send(handler, reply, truncate=True)
+            try:
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         _send(handler, reply)
 
     def _decide(
@@ -283,6 +291,11 @@ class Sandbox:
             return Reply.json(int(fault.kind), [{"error_key": error_key, "error_message": message}]), fault
         if fault is not None and fault.kind == "drop":
             return Reply(DROPPED), fault
+        if fault is not None and fault.kind == "429":
+            return Reply.json(429, THROTTLED), fault
+        if fault is not None and fault.kind == "invalidate":
+            self.oauth.invalidate_access_tokens()  # this request's token among them: it gets the 401 of a dead token
+            return Reply.json(401, UNAUTHORIZED), fault
         try:
             status, body = self._api.handle(method, path, query, self.optout_filters)
         except ApiError as error:
@@ -365,17 +378,18 @@ class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
-def _send(handler: _Handler, reply: Reply) -> None:
+def _send(handler: _Handler, reply: Reply, truncate: bool = False) -> None:
+    """Send ``reply``; with ``truncate``, only the first half of its body (Content-Length says the whole)."""
     handler.send_response(reply.status)
     handler.send_header("Content-Type", reply.content_type)
     handler.send_header("Content-Length", str(len(reply.payload)))
     for name, value in reply.headers:
         handler.send_header(name, value)
-    if handler.close_connection:
+    if handler.close_connection and not truncate:
         handler.send_header("Connection", "close")
     handler.end_headers()
     if handler.command != "HEAD":
-        handler.wfile.write(reply.payload)
+        handler.wfile.write(reply.payload[: len(reply.payload) // 2] if truncate else reply.payload)
 
 
 def _read_body(handler: _Handler) -> bytes | None:
