@@ -301,8 +301,9 @@ def _reporting(book: Any, action: str) -> Iterator[None]:
 
 
 def one_line(exc: BaseException) -> str:
-    """What a cell shows for a failure: the message of an expected one, the kind and first line of another."""
-    text = str(exc) if isinstance(exc, CcOptOutError) else f"Error: {type(exc).__name__}: {exc}"
+    """What a cell shows for a failure: the message of an expected one, only the kind of another (its text may
+    hold a request header, a token or a person's address, and a workbook is shared)."""
+    text = str(exc) if isinstance(exc, CcOptOutError) else f"Error: {type(exc).__name__} (unexpected)"
     return text.splitlines()[0] if text else type(exc).__name__
 
 

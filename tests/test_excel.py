@@ -265,6 +265,17 @@ def test_refresh_shrinks_the_table_and_clears_what_it_left(sandbox: Sandbox) -> 
     assert all(sheet.grid.cells.get((r, 1)) is None for r in range(4, many + 2))
 
 
+def test_a_token_pasted_across_two_lines_never_reaches_the_workbook(sandbox: Sandbox, monkeypatch) -> None:
+    book = FakeBook(Since="2026-01-01")
+    token = sandbox.token
+    monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", token[:300] + "\r\n" + token[300:])
+    excel.refresh(book)
+    status = book.value(excel.STATUS)
+    assert status.startswith("Refresh failed:") and "not an access token" in status
+    assert token[280:300] not in status and token[300:320] not in status
+    assert excel.one_line(ValueError(f"Bearer {token}")) == "Error: ValueError (unexpected)"
+
+
 def test_a_failed_refresh_keeps_the_rows_and_says_why(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     book = FakeBook(Since="2026-01-01")
     excel.refresh(book)
