@@ -436,6 +436,20 @@ def sign_in_rows() -> Iterator[Case]:
     )
 
 
+def sandbox_rows() -> Iterator[Case]:
+    bad = {
+        "--port": ["70000", "-1", "abc", ""],
+        "--contacts": ["0", "1000000000000", "abc", "-5"],
+        "--rate-limit": ["-1", "nan", "inf", "abc", "1e400"],
+        "--latency": ["inf", "nan", "-1", "abc", "1e400"],
+        "--daily-quota": ["0", "-1", "abc"],
+        "--seed": ["abc", "1" * 40],
+    }
+    for option, values in bad.items():
+        for value in values:
+            yield Case(f"sandbox{option}-{value[:12] or 'empty'}", ["sandbox", f"{option}={value}"], 2, option)
+
+
 CASES: list[Case] = [
     *date_rows(),
     *zone_rows(),
@@ -449,6 +463,7 @@ CASES: list[Case] = [
     *config_rows(),
     *token_file_rows(),
     *sign_in_rows(),
+    *sandbox_rows(),
 ]
 
 
