@@ -35,7 +35,7 @@ from . import __version__
 from .client import Client
 from .dates import zone_name
 from .exceptions import ApiError
-from .files import atomic_path
+from .files import abandon_zip_files, atomic_path
 from .optouts import OptOut
 from .query import Notice, OptOutQuery, Progress
 from .store import MAX_AGE, count_calls, fetch_optouts
@@ -141,7 +141,11 @@ def write_report(
         _write_summary(workbook, summary, start, end)
         _write_about(workbook, info, summary)
         with atomic_path(path) as temporary:
-            workbook.save(temporary)
+            try:
+                workbook.save(temporary)
+            except BaseException as exc:
+                abandon_zip_files(exc, temporary)  # before the temporary file is deleted, and never finished later
+                raise
     except BaseException:
         _discard(workbook)
         raise
