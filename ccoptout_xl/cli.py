@@ -28,7 +28,7 @@ from .formats import FORMATS, duration, plural, write_optouts
 from .query import OptOutQuery, QueryResult
 from .report import build_report
 from .store import MAX_AGE, OptOutStore, count_calls, fetch_optouts
-from .text import quoted
+from .text import quoted, writes_utf8
 
 MAX_AGE_MINUTES = 366 * 24 * 60  # a year
 DEMO_CONTACTS = 20_000
@@ -589,8 +589,7 @@ def _catch_sigterm() -> Any:
 def _tolerant_streams() -> None:
     """Text that the console's encoding cannot show (cp1252, a non-UTF-8 locale) is replaced, not an error."""
     for stream in (sys.stdout, sys.stderr):
-        encoding = (getattr(stream, "encoding", None) or "").lower().replace("_", "-")
-        if stream is not None and hasattr(stream, "reconfigure") and encoding not in ("utf-8", "utf-8-sig"):
+        if stream is not None and hasattr(stream, "reconfigure") and not writes_utf8(stream):
             with contextlib.suppress(OSError, ValueError):
                 stream.reconfigure(errors="replace")
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from .optouts import OptOut
+from .text import writes_utf8
 
 FIELDS = (
     "contact_id",
@@ -78,7 +79,7 @@ def write_optouts(optouts: Iterable[OptOut], out: TextIO, fmt: str, zone: dt.tzi
 
 def _write_json(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
     # A stream that is not UTF-8 (a Windows console redirect in cp1252) gets \u escapes: still exactly the data.
-    ascii_only = (getattr(out, "encoding", None) or "utf-8").lower().replace("_", "-") not in ("utf-8", "utf-8-sig")
+    ascii_only = not writes_utf8(out)
     count = 0
     out.write("[")
     for optout in optouts:
