@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +36,8 @@ from filelock import FileLock, Timeout
 from .client import Client
 from .config import APP_NAME, number_setting
 from .credentials import jwt_claims
-from .exceptions import ApiError
+from .exceptions import ApiError, CcOptOutError, StoreError
+from .files import disk_full
 from .optouts import OptOut, OptOutTable
 from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, find_optouts
 
@@ -47,7 +51,12 @@ OVERLAP = dt.timedelta(hours=1)  # re-read this much before the newest stored op
 DAILY_QUOTA = 10_000
 QUOTA_SHARE = 0.8
 LOCK_TIMEOUT = 900.0  # a full sync of a large account takes minutes
+REBUILD_TIMEOUT = 60.0  # moving an unusable file aside waits this long for a sync (of another file) to end
+ROW_BYTES = 400  # about what one stored opt-out takes, with its index entry, before the store knows better
+ELSEWHERE = f"set {CACHE_DIR_ENV} to another folder (or use --no-cache)"
+SLACK_BYTES = 128 * 1024  # what any write needs beyond its data: the shared-memory index, a few log pages
 LAST_USED = "last-used-store"
+SPACE_NEEDED = "space_needed"  # meta: the bytes the last sync that failed for want of space needed
 QUOTA_ENV = "CCOPTOUT_DAILY_QUOTA"
 SHARE_ENV = "CCOPTOUT_QUOTA_SHARE"
 
@@ -98,16 +107,25 @@ class SyncReport:
 class StoredOptOuts:
     """The stored opt-outs a query asks for, read newest first (what :class:`QueryResult` iterates)."""
 
-    def __init__(self, table: OptOutTable, query: OptOutQuery, on_close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        table: OptOutTable,
+        query: OptOutQuery,
+        on_close: Callable[[], None] | None = None,
+        failures: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self._table = table
         self._filters = {"since": query.since, "until": query.until, "include_deleted": query.include_deleted}
         self._on_close = on_close
+        self._failures = failures  # turns a failure of the file into one clear line (StoreError)
 
     def newest(self, limit: int | None = None) -> Iterator[OptOut]:
-        return self._table.newest(limit, **self._filters)
+        with self._failures():
+            yield from self._table.newest(limit, **self._filters)
 
     def __len__(self) -> int:
-        return self._table.count(**self._filters)
+        with self._failures():
+            return self._table.count(**self._filters)
 
     def close(self) -> None:
         if self._on_close:
@@ -115,14 +133,27 @@ class StoredOptOuts:
 
 
 class OptOutStore:
-    """One account's opt-outs and sync state, in ``path``."""
+    """One account's opt-outs and sync state, in ``path``.
+
+    Every failure of the file or its folder (a full disk, a read-only or unusable folder, a file or folder in the
+    way) is a :class:`StoreError`: one line naming the path and what to do. A file that is not a store (damaged,
+    or another program's SQLite database) is moved aside and a new store is built.
+    """
 
     def __init__(self, path: Path, *, on_notice: Notice | None = None) -> None:
         self.path = path
         self.on_notice = on_notice or log.warning
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db: sqlite3.Connection | None = None
         self._lock = FileLock(str(path) + ".lock")
-        self._db = self._open()
+        with self._failures():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                raise StoreError(
+                    f"The local opt-out store {path} is a folder, not a file: move it away (ccoptout-xl keeps its "
+                    "store there) and try again."
+                )
+            self._db = self._open()
+            self._identity = _identity(path)
 
     @classmethod
     def for_client(cls, client: Client, *, on_notice: Notice | None = None) -> OptOutStore:
@@ -140,22 +171,37 @@ class OptOutStore:
     @classmethod
     def last_used(cls) -> OptOutStore | None:
         """The store most recently opened for an account, found without any token or API call (for Excel's
-        worksheet functions, which must never wait on the network); None if there is none yet."""
+        worksheet functions, which must never wait on the network); None if there is none yet. Anything else is
+        a :class:`StoreError`, one line saying what to do (an unreadable cache folder, a store that cannot be
+        opened): never another exception."""
+        folder = cache_dir()
         try:
-            name = (cache_dir() / LAST_USED).read_text(encoding="utf-8").strip()
-        except OSError:
+            name = (folder / LAST_USED).read_text(encoding="utf-8").strip()
+            path = folder / name
+            found = name.startswith("optouts-") and Path(name).name == name and path.is_file()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):  # nothing (usable) noted
             return None
-        path = cache_dir() / name
-        return cls(path) if name.startswith("optouts-") and path.is_file() else None
+        except OSError as exc:
+            raise StoreError(
+                f"The cache folder {folder} cannot be read ({exc.strerror or exc}): give yourself access to it, or "
+                f"set {CACHE_DIR_ENV} to another folder."
+            ) from None
+        return cls(path) if found else None
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> OptOutStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None
+        return self._db
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -164,33 +210,37 @@ class OptOutStore:
 
         With ``close_store`` the store closes when the result does (for a store opened just for this query).
         """
-        return QueryResult(query, StoredOptOuts(self._table, query, self.close if close_store else None), calls=0)
+        found = StoredOptOuts(self._table, query, self.close if close_store else None, self._failures)
+        return QueryResult(query, found, calls=0)
 
     @property
     def last_sync_at(self) -> dt.datetime | None:
         """When the data was last synced (its start), or None before the first sync; one cheap read."""
-        return self._meta_time("last_sync_at")
+        with self._failures():
+            return self._meta_time("last_sync_at")
 
     def is_fresh(self, max_age: dt.timedelta = MAX_AGE) -> bool:
         last = self.last_sync_at
         return last is not None and _now() - last < max_age
 
     def state(self) -> StoreState:
-        files = [Path(str(self.path) + suffix) for suffix in ("", "-wal", "-shm")]
-        size = sum(p.stat().st_size for p in files if p.is_file())
-        return StoreState(
-            path=self.path,
-            rows=self._table.count(),
-            last_sync_at=self.last_sync_at,
-            full_sync_at=self._meta_time("full_sync_at"),
-            newest_opt_out=self._table.newest_date(),
-            calls_today=self.calls_today(),
-            size_bytes=size,
-        )
+        with self._failures():
+            files = [Path(str(self.path) + suffix) for suffix in ("", "-wal", "-shm")]
+            size = sum(p.stat().st_size for p in files if p.is_file())
+            return StoreState(
+                path=self.path,
+                rows=self._table.count(),
+                last_sync_at=self.last_sync_at,
+                full_sync_at=self._meta_time("full_sync_at"),
+                newest_opt_out=self._table.newest_date(),
+                calls_today=self.calls_today(),
+                size_bytes=size,
+            )
 
     def calls_today(self) -> int:
-        row = self._db.execute("SELECT count FROM calls WHERE day = ?", (_today(),)).fetchone()
-        return row[0] if row else 0
+        with self._failures():
+            row = self.db.execute("SELECT count FROM calls WHERE day = ?", (_today(),)).fetchone()
+            return row[0] if row else 0
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -202,8 +252,8 @@ class OptOutStore:
     def record_calls(self, count: int) -> None:
         """Count API calls against today's (UTC) quota."""
         if count:
-            with self._db:
-                self._db.execute(
+            with self._failures(), self.db:
+                self.db.execute(
                     "INSERT INTO calls (day, count) VALUES (?, ?) ON CONFLICT(day) DO UPDATE SET count = count + ?",
                     (_today(), count, count),
                 )
@@ -222,14 +272,18 @@ class OptOutStore:
         """Bring the store up to date (full or incremental, see the module's docstring) and say what was done.
 
         Past ``quota_share`` of ``daily_quota`` calls today it raises :class:`QuotaGuard` instead, unless
-        ``force``. If another process synced while this one waited for the lock, nothing more is done.
+        ``force``. If another process synced while this one waited for the lock, nothing more is done. A full
+        sync that the disk cannot hold (judged from the store's size) is refused before any call; one whose write
+        fails leaves the previous snapshot as it was. Both are a :class:`StoreError` saying how much space is
+        needed.
         """
         daily_quota = daily_quota or number_setting(QUOTA_ENV, int, DAILY_QUOTA, 1, 10**9, "a whole number")
         quota_share = quota_share or number_setting(SHARE_ENV, float, QUOTA_SHARE, 0.01, 1.0)
         asked_at = _now()
         started = time.monotonic()
-        try:
-            with self._lock.acquire(timeout=LOCK_TIMEOUT):
+        with self._locked(LOCK_TIMEOUT, "sync"):
+            with self._failures():
+                self._follow_replaced_file()
                 finished = self._meta_time("sync_finished_at")
                 if finished is not None and finished >= asked_at:
                     return SyncReport("none", rows=self._table.count())  # another process did it while we waited
@@ -249,121 +303,479 @@ class OptOutStore:
                     # future (a clock error) must not hide everything that comes before it.
                     last_sync = self._meta_time("last_sync_at") or newest
                     kind, since = "incremental", max(min(newest, last_sync) - OVERLAP, EARLIEST_OPT_OUT)
-                try:
-                    found = find_optouts(
-                        client,
-                        OptOutQuery(since=since, include_deleted=True),
-                        on_progress=on_progress,
-                        on_notice=self.on_notice,
-                    )
-                finally:
-                    self.count_calls(client)
-                try:
+                self._check_room(kind)
+                with self.db:  # a store that cannot be written (read-only, full) fails here, before any API call
+                    self._set_meta(sync_started_at=asked_at)
+            found = self._fetch(client, since, on_progress)
+            try:
+                with self._failures(writing=(len(found), kind == "full")):
                     fetched = self._replace(found, asked_at) if kind == "full" else self._update(found, asked_at)
-                finally:
-                    found.close()
-                return SyncReport(kind, found.calls, fetched, self._table.count(), time.monotonic() - started)
-        except Timeout:
-            raise ApiError(
-                f"Another ccoptout-xl process has been syncing {self.path.name} for {LOCK_TIMEOUT / 60:.0f} min; "
-                "try again later."
-            ) from None
+                    rows = self._table.count()
+            except StoreError as exc:
+                self._note_space_needed(getattr(exc, "space_needed", None))
+                raise
+            finally:
+                found.close()
+            return SyncReport(kind, found.calls, fetched, rows, time.monotonic() - started)
 
     def clear(self) -> None:
         """Forget every stored opt-out and the sync state (the next query makes a full sync), by deleting the
-        file, which also works when it is damaged inside. Today's call count is kept."""
-        calls = self.calls_today_or_zero()
-        self._db.close()
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(str(self.path) + suffix)
-        self._db = self._open()
-        self.record_calls(calls)
+        file, which also works when it is damaged inside. Today's call count is kept.
+
+        It waits for a sync in progress (in any process) to end first, so a sync never writes into a file that
+        was just deleted."""
+        with self._locked(LOCK_TIMEOUT, "clear"), self._failures():
+            calls = self.calls_today_or_zero()
+            self.db.close()
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(self.path) + suffix)
+            self._db = self._open()
+            self._identity = _identity(self.path)
+            self.record_calls(calls)
 
     def calls_today_or_zero(self) -> int:
         try:
             return self.calls_today()
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, StoreError):
             return 0
 
+    def _fetch(self, client: Client, since: dt.datetime, on_progress: Progress | None) -> QueryResult:
+        """Every opt-out from ``since`` (deleted contacts included), with the calls it took counted."""
+        try:
+            found = find_optouts(
+                client,
+                OptOutQuery(since=since, include_deleted=True),
+                on_progress=on_progress,
+                on_notice=self.on_notice,
+            )
+        except BaseException as exc:
+            with contextlib.suppress(StoreError):  # the calls made count, but this failure is the one to tell
+                self.count_calls(client)
+            if isinstance(exc, sqlite3.Error):  # the query's own collection, in SQLite's temporary folder
+                raise StoreError(
+                    f"Cannot collect the opt-outs read: the temporary folder ({tempfile.gettempdir()}, or "
+                    f"SQLITE_TMPDIR) failed ({exc}); free some space there and try again. The local store "
+                    f"{self.path} was left as it was."
+                ) from exc
+            raise
+        try:
+            self.count_calls(client)
+        except BaseException:
+            found.close()
+            raise
+        return found
+
     def _replace(self, found: QueryResult, synced_at: dt.datetime) -> int:
-        with self._db:  # one transaction: readers see the old snapshot until it commits
-            self._db.execute(f"DELETE FROM {self._table.name}")
-            fetched = self._table.add_all(found.found.newest())
-            self._set_meta(full_sync_at=synced_at, last_sync_at=synced_at, sync_finished_at=_now())
+        try:
+            with self.db:  # one transaction: readers see the old snapshot until it commits
+                self.db.execute(f"DELETE FROM {self._table.name}")
+                fetched = self._table.add_all(found.found.newest())
+                self._set_meta(full_sync_at=synced_at, last_sync_at=synced_at, sync_finished_at=_now())
+                self.db.execute("DELETE FROM meta WHERE key = ?", (SPACE_NEEDED,))
+        except BaseException:
+            self._shrink_log()  # the write-ahead log of a failed write holds nothing, but takes the space
+            raise
         # A full sync rewrites everything through the write-ahead log: fold it back into the file now, so the
         # store does not take twice its size on disk until the next automatic checkpoint.
-        with contextlib.suppress(sqlite3.OperationalError):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._shrink_log()
         return fetched
 
     def _update(self, found: QueryResult, synced_at: dt.datetime) -> int:
-        with self._db:
-            fetched = self._table.add_all(found.found.newest())
-            self._set_meta(last_sync_at=synced_at, sync_finished_at=_now())
+        try:
+            with self.db:
+                fetched = self._table.add_all(found.found.newest())
+                self._set_meta(last_sync_at=synced_at, sync_finished_at=_now())
+                self.db.execute("DELETE FROM meta WHERE key = ?", (SPACE_NEEDED,))
+        except BaseException:
+            self._shrink_log()
+            raise
         return fetched
 
+    def _shrink_log(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- room on the disk ----------------------------------------------------------------------------------
+
+    def _content_bytes(self) -> int:
+        """The bytes the stored data takes (the file without its free pages)."""
+        (pages,), (free,), (size,) = (
+            self.db.execute(f"PRAGMA {name}").fetchone() for name in ("page_count", "freelist_count", "page_size")
+        )
+        return max(0, pages - free) * size
+
+    def _bytes_for(self, rows: int, *, replacing: bool) -> int:
+        """About how much free space writing ``rows`` opt-outs takes: their pages go through the write-ahead log,
+        then into the file, which grows by what the pages it has (all of them when ``replacing``) cannot hold."""
+        stored, content = self._table.count(), self._content_bytes()
+        data = int(rows * (content / stored if stored >= 100 else ROW_BYTES))
+        growth = max(0, data - content) if replacing else data
+        return data + growth + SLACK_BYTES
+
+    def _check_room(self, kind: str) -> None:
+        """Refuse, before any API call, a sync that the disk cannot hold, so that no quota is spent on it: a full
+        sync needs at least the current snapshot's size free (every page of the new one goes through the
+        write-ahead log first), and any sync what the last one that failed for want of space needed."""
+        need, why = SLACK_BYTES, "what any write needs"
+        if kind == "full":
+            need, why = self._content_bytes() + SLACK_BYTES, "the size of what it holds"
+        noted = self._meta_text(SPACE_NEEDED)
+        if noted and noted.isdigit() and int(noted) > need:
+            need, why = int(noted), "what the last sync, which failed for want of space, needed"
+        free = _free_bytes(self.path.parent)
+        if free is not None and free < need:
+            raise StoreError(
+                f"Not syncing: the local opt-out store {self.path} needs about {_size(need)} free for a {kind} sync "
+                f"({why}), and its disk has {_size(free)} free. Free some space there, or set {CACHE_DIR_ENV} to a "
+                "folder on another disk; no API call was made and the stored opt-outs were left as they were."
+            )
+
+    def _note_space_needed(self, need: int | None) -> None:
+        """Remember (if a few bytes still fit) how much space a failed sync needed, for :meth:`_check_room`."""
+        if need:
+            with contextlib.suppress(sqlite3.Error), self.db:
+                self._set_meta(**{SPACE_NEEDED: str(need)})
+
     # -- the file ------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, timeout: float, doing: str) -> Iterator[None]:
+        """Hold the store's cross-process sync lock for ``doing`` ("sync", "clear" or "rebuild"), waiting up to
+        ``timeout`` seconds for another process's sync to end."""
+        lock = Path(self._lock.lock_file)
+        try:
+            try:
+                self._lock.acquire(timeout=0)
+            except Timeout:
+                if doing != "sync":  # a sync that waits finds the work done: nothing to say
+                    self.on_notice(f"Waiting for another process's sync of {self.path} to finish...")
+                self._lock.acquire(timeout=timeout)
+        except Timeout:
+            if doing == "sync":
+                raise ApiError(
+                    f"Another ccoptout-xl process has been syncing {self.path.name} for {timeout / 60:.0f} min; "
+                    "try again later."
+                ) from None
+            raise StoreError(
+                f"Another ccoptout-xl process has been syncing {self.path} for {_wait(timeout)}, so the store was "
+                f"not {'cleared' if doing == 'clear' else 'opened'}: try again when it has finished."
+            ) from None
+        except IsADirectoryError:
+            raise StoreError(
+                f"The lock file {lock} is a folder: move it away (ccoptout-xl keeps its lock file there) and try again."
+            ) from None
+        except OSError as exc:
+            raise self._failure(exc) from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _follow_replaced_file(self) -> None:
+        """Reopen the store if another process replaced its file since it was opened (``cache clear``, a damaged
+        file moved aside): writing to the old one would write to a deleted file, and be lost."""
+        if _identity(self.path) != self._identity:
+            self.db.close()
+            self._db = self._open()
+            self._identity = _identity(self.path)
 
     def _open(self) -> sqlite3.Connection:
         for _ in range(50):
             try:
                 return self._connect()
+            except _NotAStore as exc:
+                return self._rebuild(exc.reason, exc.identity)
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if _sqlite_kind(exc) != "busy":
                     raise
                 time.sleep(0.1)  # another process is creating or changing the file's layout
             except sqlite3.DatabaseError as exc:
-                if "not a database" not in str(exc) and "malformed" not in str(exc):
+                if _sqlite_kind(exc) != "damaged":
                     raise
-                return self._rebuild(exc)
+                return self._rebuild(f"it could not be read ({exc})", None)
         return self._connect()
 
-    def _rebuild(self, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
-        """Move a damaged file aside (kept for inspection) and start a new one."""
-        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(str(self.path) + suffix, str(aside) + suffix)
-        self.on_notice(
-            f"The local opt-out store {self.path} could not be read ({exc}); it was moved to {aside.name} "
-            "and a new one is being built (the next query makes a full sync)."
-        )
-        return self._connect()
+    def _rebuild(self, reason: str, identity: tuple[int, int] | None) -> sqlite3.Connection:
+        """Move a file that is not a usable store aside (kept for inspection) and start a new one.
+
+        Under the sync lock, and only if the file is still the one found unusable: two processes that find it at
+        once must not move aside the new store that the first one built."""
+        with self._locked(REBUILD_TIMEOUT, "rebuild"):
+            if identity is None or _identity(self.path) == identity:
+                aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+                for count in range(2, 100):  # never over an earlier one
+                    if not aside.exists():
+                        break
+                    aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}-{count}")
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(str(self.path) + suffix, str(aside) + suffix)
+                self.on_notice(
+                    f"The local opt-out store {self.path} could not be used: {reason}. It was moved to {aside.name} "
+                    "and a new one is being built (the next query makes a full sync)."
+                )
+            return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level="DEFERRED")
+        identity = _identity(self.path)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # transactions are explicit here
         try:
+            layout = _layout(db)  # read first: another program's file is never written to
+            if layout == "foreign":
+                raise _NotAStore("it is another program's SQLite database, not a ccoptout-xl store", identity)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else None
-            if version != SCHEMA_VERSION:
-                with db:  # an older (or newer) layout: rebuilt, the next sync is full
-                    for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-                        if table not in ("meta", "calls"):  # today's call count outlives any layout
-                            db.execute(f"DROP TABLE {table}")
-                    db.execute("DELETE FROM meta")
-                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                if version is not None:
+            if layout != SCHEMA_VERSION:
+                db.execute("BEGIN IMMEDIATE")  # one process sets the layout up; the others wait, then see it done
+                try:
+                    layout = _layout(db)  # again: another process may have set it up meanwhile
+                    rebuilt = layout not in (SCHEMA_VERSION, "foreign")
+                    if rebuilt:
+                        self._set_up(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                if layout == "foreign":
+                    raise _NotAStore("it is another program's SQLite database, not a ccoptout-xl store", identity)
+                if rebuilt and layout is not None:
                     self.on_notice(f"The local opt-out store had an older layout; it was rebuilt ({self.path.name}).")
-            db.execute("CREATE TABLE IF NOT EXISTS calls (day TEXT PRIMARY KEY, count INTEGER NOT NULL)")
-            self._table = OptOutTable(db)
-            db.commit()
-        except sqlite3.DatabaseError:
+            self._table = OptOutTable(db)  # (its table exists: nothing is written)
+            db.isolation_level = "DEFERRED"
+        except BaseException:
             db.close()
             raise
         return db
 
+    @staticmethod
+    def _set_up(db: sqlite3.Connection) -> None:
+        """A new store's layout, or a new layout for an older (or newer) one: the next sync is full."""
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            if table not in ("meta", "calls"):  # today's call count outlives any layout
+                db.execute(f"DROP TABLE {table}")
+        db.execute("DELETE FROM meta")
+        db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        db.execute("CREATE TABLE IF NOT EXISTS calls (day TEXT PRIMARY KEY, count INTEGER NOT NULL)")
+        OptOutTable(db)
+
     def _meta_time(self, key: str) -> dt.datetime | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return dt.datetime.fromisoformat(row[0]) if row else None
 
-    def _set_meta(self, **values: dt.datetime) -> None:
-        self._db.executemany(
+    def _meta_text(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, **values: dt.datetime | str) -> None:
+        self.db.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [(key, value.isoformat()) for key, value in values.items()],
+            [(key, value if isinstance(value, str) else value.isoformat()) for key, value in values.items()],
         )
+
+    # -- failures ------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _failures(self, writing: tuple[int, bool] | None = None) -> Iterator[None]:
+        """Turn a failure of the file or its folder into a :class:`StoreError`. ``writing``: how many opt-outs are
+        being written, and whether they replace the stored ones, to say how much space they need."""
+        try:
+            yield
+        except CcOptOutError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failure(exc, writing) from exc
+
+    def _failure(self, exc: BaseException, writing: tuple[int, bool] | None = None) -> StoreError:
+        """One line for what went wrong with the store's file or folder, and what to do."""
+        folder = self.path.parent
+        if isinstance(exc, sqlite3.Error):
+            kind = _sqlite_kind(exc)
+            if kind == "busy":
+                return StoreError(
+                    f"The local opt-out store {self.path} is busy: another program has held it for 30 s. Try again "
+                    "in a moment."
+                )
+            if kind == "damaged":
+                return StoreError(
+                    f"The local opt-out store {self.path} is damaged ({exc}): run `ccoptout-xl cache clear` and "
+                    "try again."
+                )
+            if kind == "full" or (kind == "io" and _low_on_space(folder)):
+                return self._disk_full(writing)
+        elif disk_full(exc):
+            return self._disk_full(writing)
+        blocker = _file_in_the_way(folder)
+        if blocker is not None:
+            return StoreError(
+                f"The cache folder {folder} cannot be made: {blocker} is a file, not a folder. Move that file away, "
+                f"or {ELSEWHERE}."
+            )
+        obstacle = _obstacle(self.path)
+        if obstacle is not None:
+            return StoreError(_explain_obstacle(self.path, *obstacle))
+        if isinstance(exc, OSError):
+            culprit = Path(os.fsdecode(exc.filename)) if exc.filename else self.path
+            return StoreError(_explain_obstacle(self.path, culprit, exc))
+        return StoreError(f"The local opt-out store {self.path} cannot be used ({exc}): {ELSEWHERE}.")
+
+    def _disk_full(self, writing: tuple[int, bool] | None) -> StoreError:
+        free = _free_bytes(self.path.parent)
+        has = f"{_size(free)} free" if free is not None else "full"
+        need = None
+        if writing:
+            rows, replacing = writing
+            try:
+                need = self._bytes_for(rows, replacing=replacing)
+            except sqlite3.Error:
+                need = rows * ROW_BYTES * 2 + SLACK_BYTES
+            needed = f"about {_size(need)} needed to store the {rows:,} opt-outs read"
+        else:
+            needed = f"at least {_size(SLACK_BYTES)} needed"
+        error = StoreError(
+            f"The local opt-out store {self.path} cannot be written: its disk is full ({has}; {needed}). Free some "
+            f"space there, or set {CACHE_DIR_ENV} to a folder on another disk, and try again; the stored opt-outs "
+            "were left as they were."
+        )
+        error.space_needed = need  # type: ignore[attr-defined]
+        return error
+
+
+class _NotAStore(Exception):
+    """The file is a readable SQLite database, but not a ccoptout-xl store."""
+
+    def __init__(self, reason: str, identity: tuple[int, int] | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.identity = identity
+
+
+def _layout(db: sqlite3.Connection) -> int | str | None:
+    """What the database holds: None (nothing yet, or a store being set up), its layout's version (a
+    ccoptout-xl store), or "foreign" (another program's tables, which must never be dropped)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return None
+    columns = {row[1] for row in db.execute("PRAGMA table_info(meta)")}
+    if not {"key", "value"} <= columns:
+        return "foreign"
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return None if tables <= {"meta", "calls", "optouts"} else "foreign"
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        return -1  # ours, in a layout that cannot be read: rebuilt
+
+
+def _sqlite_kind(exc: sqlite3.Error) -> str:
+    """What an SQLite error is about: "full", "readonly", "cantopen", "busy", "damaged", "io" or "other"."""
+    name = getattr(exc, "sqlite_errorname", "") or ""  # Python 3.11+
+    text = str(exc).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return "full"
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return "readonly"
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return "cantopen"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
+        return "busy"
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
+        return "damaged"
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+        return "io"
+    return "other"
+
+
+def _obstacle(path: Path) -> tuple[Path, OSError] | None:
+    """The first thing that keeps the store from being read or written, found by trying: its folder, the file, its
+    write-ahead log, its shared-memory file (permission bits do not stop root; a read-only file system, an
+    immutable file or a folder in the way do)."""
+    folder = path.parent
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(descriptor)
+        os.unlink(probe)
+    except FileNotFoundError:
+        return None  # no folder yet: what failed is making it
+    except OSError as exc:
+        if not disk_full(exc):
+            return folder, exc
+    for name in (str(path), str(path) + "-wal", str(path) + "-shm"):
+        try:
+            descriptor = os.open(name, os.O_RDWR | getattr(os, "O_BINARY", 0))  # never created, never changed
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return Path(name), exc
+        os.close(descriptor)
+    return None
+
+
+def _explain_obstacle(store: Path, culprit: Path, exc: OSError) -> str:
+    """One line for a folder or file of the store that cannot be used, and what to do."""
+    if isinstance(exc, IsADirectoryError):
+        return (
+            f"{culprit} is a folder, not a file: move it away (the local opt-out store keeps a file there) and retry."
+        )
+    what = f"The local opt-out store's {'file' if str(culprit).startswith(str(store)) else 'folder'} {culprit}"
+    if exc.errno == errno.EROFS:
+        return f"{what} is on a read-only file system: {ELSEWHERE.replace('another', 'a writable')}."
+    if culprit.name.endswith(("-shm", "-wal")):
+        return (
+            f"{what} cannot be written ({exc.strerror}; left by another user or program?): remove it while no "
+            f"ccoptout-xl or Excel uses the store, or make it writable; or {ELSEWHERE}."
+        )
+    if exc.errno == errno.EACCES:
+        return f"{what} cannot be used ({exc.strerror}): give yourself access to it, or {ELSEWHERE}."
+    if exc.errno == errno.EPERM:
+        return f"{what} cannot be changed ({exc.strerror}; is it immutable?): make it writable, or {ELSEWHERE}."
+    return f"{what} cannot be used ({exc.strerror or exc}): {ELSEWHERE}."
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The file that stands where ``folder`` or one of its parents should be, if any."""
+    for candidate in (folder, *folder.parents):
+        try:
+            if candidate.exists():
+                return None if candidate.is_dir() else candidate
+        except OSError:
+            return None
+    return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device and inode), or None if there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _low_on_space(folder: Path) -> bool:
+    free = _free_bytes(folder)
+    return free is not None and free < SLACK_BYTES * 4
+
+
+def _wait(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _size(count: int) -> str:
+    """A size as a person reads it: 64 KB, 3.2 MB, 1.4 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{max(1, round(count / 1e3))} KB"
 
 
 def fetch_optouts(
@@ -407,17 +819,28 @@ def fetch_optouts(
 def count_calls(client: Client) -> None:
     """Count what ``client`` spent outside syncs (list names, account, --no-cache) against today's quota, in the
     account's store if it has one (``--no-cache`` never creates a store)."""
-    if client.stats.calls > client.stats.counted and OptOutStore.path_for(client).is_file():
-        with OptOutStore.for_client(client) as store:
-            store.count_calls(client)
+    uncounted = client.stats.calls - client.stats.counted
+    if uncounted <= 0:
+        return
+    try:
+        if OptOutStore.path_for(client).is_file():
+            with OptOutStore.for_client(client) as store:
+                store.count_calls(client)
+    except (StoreError, OSError) as exc:  # the work is done (the file written): only the guard's count is lost
+        log.warning("note: %d API calls could not be counted against today's quota: %s", uncounted, exc)
 
 
 def _remember(path: Path) -> None:
-    """Note which store was used last (a file name, written atomically)."""
-    with contextlib.suppress(OSError):
-        temporary = path.parent / f".{LAST_USED}.{os.getpid()}"
+    """Note which store was used last (a file name, written atomically; a failure only loses the note)."""
+    temporary = path.parent / f".{LAST_USED}.{os.getpid()}"
+    try:
         temporary.write_text(path.name, encoding="utf-8")
         os.replace(temporary, path.parent / LAST_USED)
+    except BaseException as exc:  # a full disk, or Ctrl-C / SIGTERM: never leave the temporary file behind
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if not isinstance(exc, OSError):
+            raise
 
 
 def _now() -> dt.datetime:
