@@ -11,6 +11,7 @@ import functools
 import io
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -151,6 +152,8 @@ def test_a_dangling_link_gets_its_target_written(api: Sandbox, capsys, tmp_path:
 
 
 def make_node(kind: str, path: Path) -> None:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs, sockets or device nodes here (Windows)")
     if kind == "FIFO":
         os.mkfifo(path)
     elif kind == "folder":
@@ -186,6 +189,7 @@ def test_what_is_not_a_regular_file_is_refused_before_any_call(
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="no /proc/self/fd here")
 def test_standard_output_as_a_file_is_refused(api: Sandbox, tmp_path: Path) -> None:
     # `-o /dev/stdout`, without touching the real /dev/stdout: a link to this process's own standard output,
     # which is a pipe. It used to be replaced by a regular file (and /dev/stdout itself, as root).
@@ -246,3 +250,35 @@ def test_a_full_disk_for_a_new_file_says_nothing_was_written(api: Sandbox, tmp_p
     assert done.returncode == 6, done.stderr
     assert str(disk / "new.csv") in one_line(done.stderr) and "nothing was written" in done.stderr
     assert list(after.iterdir()) == []
+
+
+# -- stopped halfway ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="no SIGTERM to send here")
+@pytest.mark.parametrize("command", ["fetch", "report"])
+def test_sigterm_halfway_through_a_write_leaves_no_temporary_file(
+    api: Sandbox, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    import openpyxl
+
+    from ccoptout_xl import cli
+
+    path = tmp_path / ("optouts.xlsx" if command == "report" else "optouts.csv")
+    path.write_bytes(b"the previous file")
+    real_write, real_save = cli.write_optouts, openpyxl.Workbook.save
+
+    def write_then_stop(optouts, out, *args, **kwargs):
+        real_write(optouts, out, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # `timeout`, systemd or Task Scheduler stopping the command
+
+    def save_then_stop(self, filename):
+        real_save(self, filename)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "write_optouts", write_then_stop)
+    monkeypatch.setattr(openpyxl.Workbook, "save", save_then_stop)
+    code, err = run(capsys, command, "--no-cache", "-o", str(path))
+    assert code == 143 and "SIGTERM" in one_line(err)
+    assert path.read_bytes() == b"the previous file"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the temporary file was removed
