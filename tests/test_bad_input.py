@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -436,6 +437,84 @@ def sign_in_rows() -> Iterator[Case]:
     )
 
 
+def _store_path(world: World) -> Path:
+    from ccoptout_xl.store import account_key
+
+    return world.cache / f"optouts-{account_key(world.sandbox.base_url, world.sandbox.token)}.sqlite3"
+
+
+def target_rows() -> Iterator[Case]:
+    def fifo(world: World) -> None:
+        os.mkfifo(world.work / "pipe.csv")
+
+    def folder(world: World) -> None:
+        (world.work / "folder.xlsx").mkdir()
+
+    def loop(world: World) -> None:
+        (world.work / "loop.csv").symlink_to(world.work / "loop.csv")
+
+    def dangling(world: World) -> None:
+        (world.work / "dangling.csv").symlink_to(world.work / "gone" / "target.csv")
+
+    targets = [
+        ("fifo", fifo, "pipe.csv", 6, "fifo"),
+        ("folder", folder, "folder.xlsx", 6, "folder"),
+        ("link-loop", loop, "loop.csv", 6, "loop.csv"),
+        ("device", None, "/dev/null", 6, "/dev/null"),
+        ("dangling-link-to-missing-folder", dangling, "dangling.csv", 2, "does not exist"),
+        ("name-too-long", None, "n" * 300 + ".xlsx", 6, "cannot write"),
+    ]
+    for name, setup, path, code, needle in targets:
+        for command in (["fetch", "--format", "csv"], ["report"]):
+            if command[0] == "report" and not path.endswith(".xlsx"):
+                continue
+            yield Case(f"{command[0]}-o-{name}", [*command, "-o", path], code, needle, setup=setup)
+
+
+def store_rows() -> Iterator[Case]:
+    def cache_is_a_file(world: World) -> None:
+        world.cache.rmdir()
+        world.write("cache", "not a folder")
+
+    def store_is_a_folder(world: World) -> None:
+        _store_path(world).mkdir(parents=True)
+
+    def lock_is_a_folder(world: World) -> None:
+        Path(str(_store_path(world)) + ".lock").mkdir(parents=True)
+
+    def foreign(world: World) -> None:
+        import sqlite3
+
+        with sqlite3.connect(_store_path(world)) as db:
+            db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)")
+            db.execute("INSERT INTO invoices (amount) VALUES (12.5)")
+        db.close()
+
+    def garbage(world: World) -> None:
+        _store_path(world).write_bytes(b"not a database at all" * 100)
+
+    rows = [
+        ("cache-folder-is-a-file", cache_is_a_file, 6, "cache"),
+        ("store-is-a-folder", store_is_a_folder, 6, "folder"),
+        ("lock-is-a-folder", lock_is_a_folder, 6, ".lock"),
+    ]
+    for name, setup, code, needle in rows:
+        for command in (["fetch"], ["sync"], ["cache", "status"], ["cache", "clear"]):
+            reads_only = name == "lock-is-a-folder" and command == ["cache", "status"]  # reading takes no lock
+            expected = (0, "") if reads_only else (code, needle)
+            yield Case(f"store-{name}-{'-'.join(command)}", command, *expected, setup=setup)
+    for name, setup in [("foreign-sqlite", foreign), ("garbage", garbage)]:
+        for command in (["fetch", "--latest", "1"], ["sync"], ["cache", "status"]):
+            yield Case(
+                f"store-{name}-{'-'.join(command)}",
+                command,
+                0,
+                "moved",
+                setup=setup,
+                moved=(str(Path("cache") / "STORE"),),
+            )
+
+
 def sandbox_rows() -> Iterator[Case]:
     bad = {
         "--port": ["70000", "-1", "abc", ""],
@@ -464,6 +543,8 @@ CASES: list[Case] = [
     *token_file_rows(),
     *sign_in_rows(),
     *sandbox_rows(),
+    *target_rows(),
+    *store_rows(),
 ]
 
 
@@ -540,6 +621,7 @@ def test_bad_input(
             monkeypatch.setenv(name, _expand(value, world))
     if case.setup:
         case.setup(world)
+    case.moved = tuple(m.replace("STORE", _store_path(world).name) for m in case.moved)
     before = _snapshot(tmp_path)
     shared_sandbox.reset_log()
     caplog.set_level("DEBUG")
@@ -564,8 +646,8 @@ def test_bad_input(
         assert list(shared_sandbox.requests) == [] and list(shared_sandbox.oauth.token_requests) == []
     after = _snapshot(tmp_path)
     for path, digest in before.items():
-        if path in case.moved and path not in after:
-            assert digest in after.values(), f"{path} was lost, not moved aside"
+        if path in case.moved:
+            assert digest in after.values(), f"{path} was lost, not moved aside intact"
         else:
             assert after.get(path) == digest, f"{path} changed"
     leftovers = [p for p in after if re.search(r"\.tmp$", p)]
