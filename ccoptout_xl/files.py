@@ -158,6 +158,14 @@ def replace_file(source: str | os.PathLike[str], target: Path) -> None:
         ) from exc
 
 
+def temporary_space_error() -> OutputError:
+    """The error for a full temporary folder (where opt-outs are collected and report sheets are staged)."""
+    return OutputError(
+        f"The temporary folder {tempfile.gettempdir()} is full: free some space there, or set TMPDIR to a folder "
+        "on a disk with room, and try again; no file was changed."
+    )
+
+
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says that the disk (or the user's quota on it) is full."""
     return isinstance(exc, OSError) and exc.errno in DISK_FULL

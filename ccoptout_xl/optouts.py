@@ -14,6 +14,8 @@ from typing import Any
 
 from dateutil import parser as date_parser
 
+from .files import temporary_space_error
+
 
 @dataclass(frozen=True)
 class OptOut:
@@ -177,8 +179,13 @@ class OptOutSet(OptOutTable):
         self.add_all(optouts)
 
     def add_all(self, optouts: Iterable[OptOut]) -> int:
-        with self.db:
-            return super().add_all(optouts)
+        try:
+            with self.db:
+                return super().add_all(optouts)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):  # SQLITE_FULL: the temporary folder it spilled to
+                raise temporary_space_error() from None
+            raise
 
     def __len__(self) -> int:
         return self.count()

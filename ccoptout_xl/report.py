@@ -35,7 +35,7 @@ from . import __version__
 from .client import Client
 from .dates import zone_name
 from .exceptions import ApiError
-from .files import abandon_zip_files, atomic_path
+from .files import abandon_zip_files, atomic_path, disk_full, temporary_space_error
 from .optouts import OptOut
 from .query import Notice, OptOutQuery, Progress
 from .store import MAX_AGE, count_calls, fetch_optouts
@@ -135,11 +135,17 @@ def write_report(
     workbook = Workbook(write_only=True)
     summary = ReportSummary()
     try:
-        _write_optouts(workbook, optouts, zone, list_names, summary)
-        start, end = _covered(info, summary, zone)
-        summary.bucket(*_charted(start, end, summary, dt.datetime.now(zone).date()))
-        _write_summary(workbook, summary, start, end)
-        _write_about(workbook, info, summary)
+        try:  # openpyxl stages each sheet's rows in a temporary file
+            _write_optouts(workbook, optouts, zone, list_names, summary)
+            start, end = _covered(info, summary, zone)
+            summary.bucket(*_charted(start, end, summary, dt.datetime.now(zone).date()))
+            _write_summary(workbook, summary, start, end)
+            _write_about(workbook, info, summary)
+        except Exception as exc:
+            # lxml reports libxml2's failed write as SerialisationError('IO_ENOSPC'), with no errno.
+            if disk_full(exc) or "ENOSPC" in str(exc):
+                raise temporary_space_error() from None
+            raise
         with atomic_path(path) as temporary:
             try:
                 workbook.save(temporary)

@@ -252,6 +252,23 @@ def test_a_full_disk_for_a_new_file_says_nothing_was_written(api: Sandbox, tmp_p
     assert list(after.iterdir()) == []
 
 
+def test_a_full_temporary_folder_is_exit_6_and_names_it(
+    api: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    disk = tmp_path / "disk"
+    target = tmp_path / "report.xlsx"
+    target.write_bytes(b"the previous report")
+    monkeypatch.setenv("TMPDIR", str(disk))  # where openpyxl stages the sheets' rows
+    done, after = on_small_disk(disk, seed, "report", "--no-cache", "-o", str(target), free_kb=4)
+    assert done.returncode == 6, done.stderr
+    assert f"The temporary folder {disk} is full" in one_line(done.stderr)
+    assert target.read_bytes() == b"the previous report"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")] == []
+    assert list(after.iterdir()) == []
+
+
 # -- stopped halfway ------------------------------------------------------------------------------------------
 
 
