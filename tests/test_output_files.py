@@ -11,7 +11,6 @@ import functools
 import io
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -267,35 +266,3 @@ def test_a_full_temporary_folder_is_exit_6_and_names_it(
     assert target.read_bytes() == b"the previous report"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")] == []
     assert list(after.iterdir()) == []
-
-
-# -- stopped halfway ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32", reason="no SIGTERM to send here")
-@pytest.mark.parametrize("command", ["fetch", "report"])
-def test_sigterm_halfway_through_a_write_leaves_no_temporary_file(
-    api: Sandbox, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
-) -> None:
-    import openpyxl
-
-    from ccoptout_xl import cli
-
-    path = tmp_path / ("optouts.xlsx" if command == "report" else "optouts.csv")
-    path.write_bytes(b"the previous file")
-    real_write, real_save = cli.write_optouts, openpyxl.Workbook.save
-
-    def write_then_stop(optouts, out, *args, **kwargs):
-        real_write(optouts, out, *args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)  # `timeout`, systemd or Task Scheduler stopping the command
-
-    def save_then_stop(self, filename):
-        real_save(self, filename)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(cli, "write_optouts", write_then_stop)
-    monkeypatch.setattr(openpyxl.Workbook, "save", save_then_stop)
-    code, err = run(capsys, command, "--no-cache", "-o", str(path))
-    assert code == 143 and "SIGTERM" in one_line(err)
-    assert path.read_bytes() == b"the previous file"
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the temporary file was removed
