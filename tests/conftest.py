@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +29,29 @@ FAST_RETRY = RetryPolicy(attempts=4, throttled_attempts=8, base_delay=0.01, max_
 def make_client(sandbox: Sandbox, *, rate: float | None = None, retry: RetryPolicy = FAST_RETRY, **kwargs) -> Client:
     """A client for ``sandbox``; unpaced and with short backoffs unless a test asks otherwise."""
     return Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token), rate=rate, retry=retry, **kwargs))
+
+
+def counts_in_processes(count: int, before_the_race: str = "pass") -> list[str]:
+    """Start ``count`` processes that read the account's contact count with the environment's sign-in at the same
+    moment (each runs ``before_the_race`` with its ``client`` first); return what each printed, once all succeeded."""
+    start_at = time.time() + 3.0
+    script = textwrap.dedent(
+        f"""
+        import time
+        from ccoptout_xl.client import Client
+        with Client.from_environment(rate=None) as client:
+            {before_the_race}
+            time.sleep(max(0.0, {start_at} - time.time()))
+            print(client.contact_counts()["total"])
+        """
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0] * count, [err for _, err in outputs]
+    return [out.strip() for out, _ in outputs]
 
 
 def truth(sandbox: Sandbox, *, include_deleted: bool = False) -> list[OptOut]:

@@ -6,10 +6,6 @@ import datetime as dt
 import json
 import os
 import stat
-import subprocess
-import sys
-import textwrap
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +26,7 @@ from ccoptout_xl.query import OptOutQuery, find_optouts
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.signin import browser_sign_in, device_sign_in
 
-from .conftest import ANCHOR, truth
+from .conftest import ANCHOR, counts_in_processes, truth
 
 DAY = 24 * 3600
 
@@ -268,23 +264,7 @@ def test_token_file_is_owner_only(sandbox: Sandbox) -> None:
 def test_eight_processes_needing_a_refresh_at_once_refresh_once(sandbox: Sandbox, tmp_path: Path) -> None:
     assert sandbox.oauth.rotating and sandbox.oauth.token_rate_limit == 1
     seed_sign_in(sandbox, expired=True)
-    start_at = time.time() + 3.0
-    script = textwrap.dedent(
-        f"""
-        import time
-        time.sleep(max(0.0, {start_at} - time.time()))
-        from ccoptout_xl.client import Client
-        with Client.from_environment(rate=None) as client:
-            print(client.contact_counts()["total"])
-        """
-    )
-    processes = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(8)
-    ]
-    outputs = [process.communicate(timeout=120) for process in processes]
-    assert [process.returncode for process in processes] == [0] * 8, [err for _, err in outputs]
-    assert [out.strip() for out, _ in outputs] == [str(sandbox.account.counts()["total"])] * 8
+    assert counts_in_processes(8) == [str(sandbox.account.counts()["total"])] * 8
     assert [r.status for r in refreshes(sandbox)] == [200]  # exactly one call, no invalid_grant
     assert stored().expires_at > dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=23)
 

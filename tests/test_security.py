@@ -6,9 +6,6 @@ import datetime as dt
 import json
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from ccoptout_xl.cli import main
 from ccoptout_xl.credentials import Tokens, token_store
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 
-from .conftest import ANCHOR
+from .conftest import ANCHOR, counts_in_processes
 
 
 @pytest.fixture
@@ -187,24 +184,9 @@ def test_every_kind_of_damaged_token_file_is_moved_aside_with_sign_in_again(sign
 def test_eight_processes_hit_by_one_invalidation_refresh_once_and_all_succeed(signed_in: Sandbox) -> None:
     assert signed_in.oauth.rotating and signed_in.oauth.token_rate_limit == 1
     assert signed_in.oauth.invalidate_access_tokens() >= 1  # the stored access token is now refused with 401
-    start_at = time.time() + 3.0
-    script = textwrap.dedent(
-        f"""
-        import time
-        from ccoptout_xl.client import Client
-        with Client.from_environment(rate=None) as client:
-            client.http.tokens.access_token()  # read the stored (now invalid) token before the race
-            time.sleep(max(0.0, {start_at} - time.time()))
-            print(client.contact_counts()["total"])
-        """
-    )
-    processes = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(8)
-    ]
-    outputs = [process.communicate(timeout=120) for process in processes]
-    assert [process.returncode for process in processes] == [0] * 8, [err for _, err in outputs]
-    assert [out.strip() for out, _ in outputs] == [str(signed_in.account.counts()["total"])] * 8
+    # Each process reads the stored (now invalid) token before the race.
+    outputs = counts_in_processes(8, before_the_race="client.http.tokens.access_token()")
+    assert outputs == [str(signed_in.account.counts()["total"])] * 8
     refreshes = [r for r in signed_in.oauth.token_requests if r.grant_type == "refresh_token"]
     assert [r.status for r in refreshes] == [200]  # exactly one renewal, no invalid_grant
     unauthorized = [r for r in signed_in.requests if r.status == 401]

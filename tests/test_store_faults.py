@@ -23,23 +23,15 @@ from ccoptout_xl import cli, excel, store
 from ccoptout_xl.cli import main
 from ccoptout_xl.exceptions import StoreError
 from ccoptout_xl.query import OptOutQuery
-from ccoptout_xl.sandbox import AccountSpec, Sandbox
+from ccoptout_xl.sandbox import Sandbox
 from ccoptout_xl.store import OptOutStore
 
-from .conftest import ANCHOR, make_client, sandbox_as_api, truth
+from .conftest import make_client, truth
 from .test_output_files import in_namespace, on_small_disk, one_line
+from .test_store import ids
+from .test_store import sandbox as _store_sandbox
 
-
-@pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    """1,224 opt-outs (3 pages), and a cache folder of this test's own."""
-    spec = AccountSpec(contacts=2_000, seed=6, unsubscribed_share=0.6, anchor=ANCHOR)
-    with sandbox_as_api(spec, monkeypatch, tmp_path / "cache") as sb:
-        yield sb
-
-
-def ids(optouts) -> list[str]:
-    return [o.contact_id for o in optouts]
+sandbox = _store_sandbox  # the fixture: the same 1,224-opt-out account as the store's tests
 
 
 def contact_calls(sandbox: Sandbox) -> int:
