@@ -346,6 +346,7 @@ def test_a_burst_of_429(fresh: Sandbox) -> None:
     assert responses[1].json() == {"error_key": "throttled", "error_message": "Too Many Requests"}
     validate("AuthorizationErrorSchema", responses[1].json())
     assert [r.status for r in fresh.requests] == [200, 429, 429, 429, 200, 200]
+    assert fresh.faults.fired() == {"429": 3}
 
 
 def test_bursts_by_rate_are_seeded(fresh: Sandbox) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, TypeVar, overload
@@ -179,11 +180,20 @@ class _Armed:
 
 
 class FaultSet:
-    """The faults in force; the first one (in order added) that fires on a request wins."""
+    """The faults in force; the first one (in order added) that fires on a request wins.
+
+    ``fired()`` counts the requests each kind of fault was applied to, since start (``clear`` keeps the counts).
+    """
 
     def __init__(self) -> None:
         self._armed: list[_Armed] = []
+        self._fired: Counter[str] = Counter()
         self._lock = threading.Lock()
+
+    def fired(self) -> dict[str, int]:
+        """Requests each kind of fault was applied to so far, by kind (kinds never applied are left out)."""
+        with self._lock:
+            return dict(self._fired)
 
     def add(self, fault: Fault) -> None:
         """Arm a fault."""
@@ -212,11 +222,13 @@ class FaultSet:
                     continue
                 if armed.left > 0:
                     armed.left -= 1
+                    self._fired[fault.kind] += 1
                     return fault
                 if fault.at_request is not None and fault.at_request != number:
                     continue
                 if fault.rate is not None and armed.rng.random() >= fault.rate:
                     continue
                 armed.left = fault.burst - 1
+                self._fired[fault.kind] += 1
                 return fault
         return None
