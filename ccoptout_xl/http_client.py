@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://api.cc.email/v3"
 API_URL_ENV = "CCOPTOUT_API_URL"
 RATE_ENV = "CCOPTOUT_RATE_LIMIT"
+MAX_RENEWALS = 3  # of the access token within one request
 
 
 @dataclass
@@ -255,7 +256,7 @@ class HTTPClient:
         """GET and decode JSON, retrying what is worth retrying. Raises an :class:`ApiError` subclass."""
         url = self.url(path_or_href)
         failures = throttles = 0
-        auth_retried = False
+        rejected: set[str] = set()  # tokens the API refused on this request: each gets one renewal
         while True:
             self.stats.paced_seconds += self.pacer.wait()
             token = self.tokens.access_token()
@@ -284,9 +285,12 @@ class HTTPClient:
             if 200 <= status < 300:
                 return self._decode(response)
             key, message = error_details(response)
-            if status == 401 and not auth_retried and self.tokens.token_rejected(token):
-                auth_retried = True
-                continue
+            # The token now stored may be one another process renewed and the API has since refused too (tokens
+            # invalidated twice): every token refused gets its one renewal, a bounded number of times.
+            if status == 401 and token not in rejected and len(rejected) < MAX_RENEWALS:
+                rejected.add(token)
+                if self.tokens.token_rejected(token):
+                    continue
             if status in (401, 403):
                 raise AuthError(auth_message(status, message), status=status, error_key=key)
             if status == 429 and key == "quota_exceeded":

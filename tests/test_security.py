@@ -192,3 +192,23 @@ def test_eight_processes_hit_by_one_invalidation_refresh_once_and_all_succeed(si
     unauthorized = [r for r in signed_in.requests if r.status == 401]
     assert len(unauthorized) == 8  # each process was refused once, then succeeded with the renewed token
     assert token_store(signed_in.oauth.client_id).load().expires_at > dt.datetime.now(dt.timezone.utc)
+
+
+def test_a_token_renewed_elsewhere_and_refused_too_is_renewed_again(signed_in: Sandbox, tmp_path: Path) -> None:
+    from ccoptout_xl.auth import SignedInTokens
+    from ccoptout_xl.client import Client
+    from ccoptout_xl.config import OAuthApp
+    from ccoptout_xl.http_client import HTTPClient
+
+    app = OAuthApp.load()
+    store = token_store(app.client_id)
+    first, second = (Client(HTTPClient(signed_in.base_url, SignedInTokens(app, store), rate=None)) for _ in range(2))
+    with first, second:
+        first.contact_counts()
+        second.contact_counts()  # both hold the same access token
+        signed_in.oauth.invalidate_access_tokens()
+        first.contact_counts()  # refused, renewed and stored
+        signed_in.oauth.invalidate_access_tokens()  # the renewed token is refused too
+        assert second.contact_counts()["total"] == signed_in.account.counts()["total"]
+    refreshes = [r for r in signed_in.oauth.token_requests if r.grant_type == "refresh_token"]
+    assert [r.status for r in refreshes] == [200, 200]
