@@ -2,7 +2,8 @@
 
 Worksheet functions read the local opt-out store only, so they never wait on the network and cost no API call;
 Refresh syncs the store and fills the ``OptOuts`` table. Both are thin: the work is in :mod:`ccoptout_xl.store`.
-Names of sheets, the table and named cells live here, and the workbook build uses the same ones.
+Names of sheets and named cells live here, the table's name and columns in :mod:`ccoptout_xl.columns`; the
+workbook build uses the same ones.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import xlwings as xw
 from dateutil import tz as dateutil_tz
 
+from .columns import COLUMNS, FUNCTION_COLUMNS, TABLE_NAME, headers
 from .dates import parse_when
 from .exceptions import CcOptOutError, UsageError
 from .formats import neutralise
@@ -27,9 +29,9 @@ from .query import MAX_LATEST, OptOutQuery
 log = logging.getLogger(__name__)
 OPTOUTS_SHEET = "Opt-outs"
 SETTINGS_SHEET = "Settings"
-TABLE = "OptOuts"
-TABLE_HEADER = ["Email", "Opted out", "Source", "Reason", "First name", "Last name", "Lists", "Contact ID"]
-FUNCTION_HEADER = TABLE_HEADER[:6]
+TABLE = TABLE_NAME
+TABLE_HEADER = headers()  # the report's columns, in its order (ccoptout_xl.columns)
+FUNCTION_HEADER = headers(FUNCTION_COLUMNS)  # the same, without what needs the API (list names)
 # Named cells of the Settings sheet: the query (inputs) and what the last refresh did (outputs).
 SINCE, UNTIL, LIMIT, INCLUDE_DELETED = "Since", "Until", "Limit", "IncludeDeleted"
 LAST_REFRESHED, ROW_COUNT, STATUS = "LastRefreshed", "RowCount", "Status"
@@ -93,20 +95,15 @@ def _answer(compute: Callable[[Any], Any]) -> Any:
 
 def _rows(store: Any, query: OptOutQuery) -> list[list[Any]]:
     rows = [_function_row(o) for o in store.query(query)]
-    return [FUNCTION_HEADER, *rows] if rows else [FUNCTION_HEADER, ["(none)", "", "", "", "", ""]]
+    return [FUNCTION_HEADER, *rows] if rows else [FUNCTION_HEADER, ["(none)"] + [""] * (len(FUNCTION_HEADER) - 1)]
 
 
 def _function_row(optout: OptOut) -> list[Any]:
-    # A datetime, so Excel shows a date: worksheet functions run on Windows only, where pywin32 passes the
-    # milliseconds on (a COM date is a serial number).
-    return [
-        optout.email,
-        _local(optout.opt_out_date),
-        optout.opt_out_source,
-        optout.opt_out_reason or "",
-        optout.first_name,
-        optout.last_name,
-    ]
+    # The table's columns that need no API call, in its order. The instant as a local datetime, so Excel shows a
+    # date: worksheet functions run on Windows only, where pywin32 passes the milliseconds on (a COM date is a
+    # serial number). Text as it is: what a function returns is a value, never read as a formula.
+    values = (column.value(optout) for column in FUNCTION_COLUMNS)
+    return [_local(value) if isinstance(value, dt.datetime) else value for value in values]
 
 
 def _query(since: Any, until: Any, limit: Any, include_deleted: Any, *, since_required: bool) -> OptOutQuery:
@@ -229,18 +226,10 @@ def table_row(optout: OptOut, list_names: dict[str, str] | None = None) -> list[
 
     The opt-out date goes in as its serial number, which the workbook's date format on the column shows as a
     date-time: on macOS xlwings passes a datetime as an AppleScript date, whole seconds only, and the API's
-    milliseconds would be lost; a number reaches Excel as it is on every platform."""
-    names = list_names or {}
-    return [
-        neutralise(optout.email),
-        serial(_local(optout.opt_out_date)),
-        neutralise(optout.opt_out_source),
-        neutralise(optout.opt_out_reason or ""),
-        neutralise(optout.first_name),
-        neutralise(optout.last_name),
-        neutralise(", ".join(names.get(list_id) or list_id for list_id in optout.list_ids)),
-        neutralise(optout.contact_id),
-    ]
+    milliseconds would be lost; a number reaches Excel as it is on every platform. The columns and their order
+    are the workbook's table's and the report's (:data:`~ccoptout_xl.columns.COLUMNS`)."""
+    values = (column.value(optout, list_names) for column in COLUMNS)
+    return [serial(_local(value)) if isinstance(value, dt.datetime) else neutralise(value) for value in values]
 
 
 def write_table(sheet: Any, rows: list[list[Any]]) -> None:

@@ -33,6 +33,7 @@ from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 
 from . import __version__
 from .client import Client
+from .columns import COLUMNS, DATE_TIME_FORMAT, TABLE_NAME, Column
 from .dates import zone_name
 from .exceptions import ApiError
 from .files import abandon_zip_files, atomic_path, disk_full, temporary_space_error
@@ -40,22 +41,6 @@ from .optouts import OptOut
 from .query import Notice, OptOutQuery, Progress
 from .store import MAX_AGE, count_calls, fetch_optouts
 
-TABLE_NAME = "OptOuts"
-COLUMNS = (
-    ("Email", 36),
-    ("First name", 16),
-    ("Last name", 18),
-    ("Opted out", 18),
-    ("Source", 10),
-    ("Reason", 50),
-    ("Lists", 30),
-    ("Contact ID", 38),
-)
-SOURCE_COMMENT = (
-    "Contact: the person unsubscribed; the account cannot email them until they opt back in.\n"
-    "Account: the account owner removed them; they can be added back to lists."
-)
-DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 DAY_FORMAT = "yyyy-mm-dd"
 NO_REASON = "(no reason given)"
 TOP_REASONS = 10
@@ -272,34 +257,19 @@ def _write_optouts(workbook: Workbook, optouts: Iterable[OptOut], zone, list_nam
     sheet.freeze_panes = "A2"
     _print_landscape(sheet)
     sheet.print_title_rows = "1:1"
-    for index, (_, width) in enumerate(COLUMNS, start=1):
-        sheet.column_dimensions[get_column_letter(index)].width = width
-    header = [_header(sheet, name) for name, _ in COLUMNS]
-    header[4].comment = Comment(SOURCE_COMMENT, "ccoptout-xl", width=360, height=90)
+    header = []
+    for index, column in enumerate(COLUMNS, start=1):  # the columns of the workbook's OptOuts table too
+        sheet.column_dimensions[get_column_letter(index)].width = column.width
+        header.append(_header(sheet, column.header))
+        if column.comment:
+            header[-1].comment = Comment(column.comment, "ccoptout-xl", width=360, height=90)
     sheet.append(header)
     for optout in optouts:
-        # The serial openpyxl writes keeps the fraction of a second (16 significant digits: well under a
-        # millisecond), so the cell holds the API's milliseconds; DATE_FORMAT only shows whole seconds.
-        local = optout.opt_out_date.astimezone(zone).replace(tzinfo=None)
-        when = WriteOnlyCell(sheet, value=local)
-        when.number_format = DATE_FORMAT
-        lists = ", ".join(list_names.get(list_id) or list_id for list_id in optout.list_ids)
-        sheet.append(
-            [
-                _text(sheet, optout.email),
-                _text(sheet, optout.first_name),
-                _text(sheet, optout.last_name),
-                when,
-                _text(sheet, optout.opt_out_source),
-                _text(sheet, optout.opt_out_reason or ""),
-                _text(sheet, lists),
-                _text(sheet, optout.contact_id),
-            ]
-        )
-        summary.add(optout, local)
+        sheet.append([_cell(sheet, column, column.read(optout, list_names), zone) for column in COLUMNS])
+        summary.add(optout, optout.opt_out_date.astimezone(zone).replace(tzinfo=None))
     last_row = max(summary.total, 1) + 1  # a table needs one data row, even an empty one
     table = Table(displayName=TABLE_NAME, ref=f"A1:{get_column_letter(len(COLUMNS))}{last_row}")
-    table.tableColumns = [TableColumn(id=i, name=name) for i, (name, _) in enumerate(COLUMNS, start=1)]
+    table.tableColumns = [TableColumn(id=i, name=column.header) for i, column in enumerate(COLUMNS, start=1)]
     table.tableStyleInfo = TableStyleInfo(name="TableStyleMedium2", showRowStripes=True)
     table.autoFilter = AutoFilter(ref=table.ref)
     with warnings.catch_warnings():  # openpyxl warns about write-only tables even when the columns are given
@@ -377,6 +347,17 @@ def _write_about(workbook: Workbook, info: ReportInfo, summary: ReportSummary) -
 
 _HEADER_FONT = Font(bold=True, color="FFFFFF")
 _HEADER_FILL = PatternFill("solid", fgColor="305496")
+
+
+def _cell(sheet, column: Column, value: str | dt.datetime, zone: dt.tzinfo) -> WriteOnlyCell | str:
+    """The report's cell for a value of ``column``: text as text (:func:`_text`), an instant as a date-time in
+    ``zone``. The serial openpyxl writes keeps the fraction of a second (16 significant digits: well under a
+    millisecond), so the cell holds the API's milliseconds; the column's format shows whole seconds."""
+    if isinstance(value, str):
+        return _text(sheet, value)
+    cell = WriteOnlyCell(sheet, value=value.astimezone(zone).replace(tzinfo=None))
+    cell.number_format = column.number_format or DATE_TIME_FORMAT
+    return cell
 
 
 def _text(sheet, value: str) -> WriteOnlyCell | str:

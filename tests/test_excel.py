@@ -40,7 +40,15 @@ def local(moment: dt.datetime) -> dt.datetime:
 
 def expected_rows(sandbox: Sandbox, since: dt.datetime, until: dt.datetime | None = None) -> list[list[Any]]:
     return [
-        [o.email, local(o.opt_out_date), o.opt_out_source, o.opt_out_reason or "", o.first_name, o.last_name]
+        [
+            o.email,
+            o.first_name,
+            o.last_name,
+            local(o.opt_out_date),
+            o.opt_out_source,
+            o.opt_out_reason or "",
+            o.contact_id,
+        ]
         for o in truth(sandbox)
         if o.opt_out_date >= since and (until is None or o.opt_out_date < until)
     ]
@@ -75,6 +83,7 @@ def test_since_accepts_every_way_excel_gives_a_date(synced: Sandbox, since: Any)
     synced.reset_log()
     spilled = excel.OPTOUTS_SINCE(since)
     assert spilled[0] == excel.FUNCTION_HEADER
+    assert spilled[0] == ["Email", "First name", "Last name", "Opted out", "Source", "Reason", "Contact ID"]
     assert spilled[1:] == expected_rows(synced, since_2026())
     assert len(spilled) > 2
     assert synced.requests == []
@@ -99,7 +108,7 @@ def test_latest_and_synced_at(synced: Sandbox) -> None:
 
 
 def test_an_empty_answer_still_has_its_header(synced: Sandbox) -> None:
-    assert excel.OPTOUTS_SINCE("2099-01-01") == [excel.FUNCTION_HEADER, ["(none)", "", "", "", "", ""]]
+    assert excel.OPTOUTS_SINCE("2099-01-01") == [excel.FUNCTION_HEADER, ["(none)", "", "", "", "", "", ""]]
 
 
 @pytest.mark.parametrize(
@@ -250,7 +259,7 @@ def test_refresh_fills_the_table_in_one_write(sandbox: Sandbox) -> None:
     assert isinstance(book.value(excel.LAST_REFRESHED), dt.datetime)
     assert book.app.full_calculations == 1  # not volatile: only a full recalculation shows the new data
     # Text that Excel would run as a formula is written with its text prefix.
-    reasons = [row[3] for row in sheet.rows()]
+    reasons = [row[excel.TABLE_HEADER.index("Reason")] for row in sheet.rows()]
     assert all(not reason.startswith(("=", "+", "-", "@")) for reason in reasons)
 
 

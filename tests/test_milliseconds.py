@@ -203,14 +203,15 @@ def test_worksheet_functions_return_the_milliseconds(sandbox: Sandbox, planted) 
     fetch_optouts(make_client(sandbox), OptOutQuery()).close()  # as a Refresh leaves the store
     spilled = excel.OPTOUTS_SINCE(local(DAY), local(DAY + dt.timedelta(days=1)))
     emails = {o.contact_id: o.email for o in truth(sandbox)}
-    assert [(row[0], row[1]) for row in spilled[1:]] == [(emails[c], local(m)) for c, m in planted]
-    assert [row[1] for row in excel.OPTOUTS_LATEST(300) if row[0] in {emails[c] for c, _ in planted}] == [
+    when = excel.FUNCTION_HEADER.index("Opted out")
+    assert [(row[0], row[when]) for row in spilled[1:]] == [(emails[c], local(m)) for c, m in planted]
+    assert [row[when] for row in excel.OPTOUTS_LATEST(300) if row[0] in {emails[c] for c, _ in planted}] == [
         local(m) for _, m in planted
     ]
     # A date-time with milliseconds as the argument (a cell holding an opt-out's date, or its serial number)
     # bounds the answer at that very millisecond.
     for since in (local(MOMENTS[2]), to_serial(local(MOMENTS[2]))):
-        assert [row[1] for row in excel.OPTOUTS_SINCE(since, local(MOMENTS[0]))[1:]] == [
+        assert [row[when] for row in excel.OPTOUTS_SINCE(since, local(MOMENTS[0]))[1:]] == [
             local(MOMENTS[1]),
             local(MOMENTS[2]),
         ]

@@ -20,15 +20,16 @@ import pytest
 
 from ccoptout_xl import __version__
 from ccoptout_xl.cli import main
+from ccoptout_xl.columns import headers
 from ccoptout_xl.exceptions import OutputError
 from ccoptout_xl.optouts import OptOut
-from ccoptout_xl.report import COLUMNS, TABLE_NAME, ReportInfo, write_report
+from ccoptout_xl.report import TABLE_NAME, ReportInfo, write_report
 from ccoptout_xl.sandbox import Sandbox
 
 from .conftest import truth
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
-HEADERS = [name for name, _ in COLUMNS]
+HEADERS = headers()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ Steps, in this order (each later one would undo an earlier one otherwise):
 
 1. Start from the installed xlwings' ``quickstart_standalone.xlsm``: it embeds xlwings' VBA module for exactly this
    xlwings version, so no add-in is needed.
-2. openpyxl (``keep_vba=True``): the Opt-outs sheet with an empty ``OptOuts`` table, the Settings sheet with named
-   cells and data validation, the ``xlwings.conf`` sheet, the How to use sheet.
+2. openpyxl (``keep_vba=True``): the Opt-outs sheet with an empty ``OptOuts`` table (its columns, widths and
+   number formats from ``ccoptout_xl.columns``, as in the report), the Settings sheet with named cells and data
+   validation, the ``xlwings.conf`` sheet, the How to use sheet.
 3. pyOpenVBA: the ``Ribbon`` module (``src/Ribbon.bas``) and ``xlwings_udfs``, the wrappers that xlwings' "Import
    Functions" would write, made by xlwings' own generator, so formulas work on first open.
 4. The ribbon part ``customUI/customUI14.xml`` and its relationship, validated against Microsoft's schema, added
@@ -41,7 +42,7 @@ from openpyxl.worksheet.table import Table, TableStyleInfo
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from ccoptout_xl import excel  # noqa: E402 - the sheet and name constants are the package's
+from ccoptout_xl import columns, excel  # noqa: E402 - the columns, sheet and name constants are the package's
 
 OUTPUT = HERE / "OptOuts.xlsm"
 SOURCES = HERE / "src"
@@ -84,11 +85,13 @@ def build_sheets(template: Path, out: Path) -> None:
 
     optouts = book["Sheet1"]  # the template's first sheet keeps its VBA document module
     optouts.title = excel.OPTOUTS_SHEET
-    for column, name in enumerate(excel.TABLE_HEADER, start=1):
-        optouts.cell(1, column, name)
-        optouts.column_dimensions[get_column_letter(column)].width = 36 if name in ("Email", "Reason") else 18
-    optouts.column_dimensions["B"].number_format = "yyyy-mm-dd hh:mm:ss"
-    table = Table(displayName=excel.TABLE, ref=f"A1:{get_column_letter(len(excel.TABLE_HEADER))}2")
+    for index, column in enumerate(columns.COLUMNS, start=1):  # the report's columns, in its order
+        optouts.cell(1, index, column.header)
+        dimension = optouts.column_dimensions[get_column_letter(index)]
+        dimension.width = column.width
+        if column.number_format:  # what Refresh writes there is a serial number: the format makes it a date-time
+            dimension.number_format = column.number_format
+    table = Table(displayName=columns.TABLE_NAME, ref=f"A1:{get_column_letter(len(columns.COLUMNS))}2")
     table.tableStyleInfo = TableStyleInfo(name="TableStyleMedium2", showRowStripes=True)
     optouts.add_table(table)
     optouts.freeze_panes = "A2"
