@@ -8,10 +8,10 @@ with its rate limit raised (the soak is about faults, not the 4 requests/second 
   the client's read timeout, a slow answer within it, a malformed JSON body, and bursts of three 429 throttled;
 * at fixed request numbers, an invalidation of every live access token in the middle of the scans: each worker's
   next request gets a 401 and the client must renew the sign-in through the sandbox's OAuth server (a
-  ``SignedInTokens`` with a ``FileTokenStore``, rotating refresh tokens, one refresh lock shared by the workers).
+  ``SignedInTokens`` with a ``TokenFile``, rotating refresh tokens, one refresh lock shared by the workers).
 
 Several workers (threads, each with its own client and token provider, as separate processes would have) run a
-mix of queries with ``find_optouts`` (full reads, deleted contacts included or not, since-dates, since/until
+mix of queries with ``from_api`` (full reads, deleted contacts included or not, since-dates, since/until
 windows, latest N) and store syncs (``OptOutStore.sync``, full and incremental, then read back). Between rounds the
 account changes (new opt-outs, re-subscriptions, deletions), so incremental syncs have work to do. Every result
 is compared with the sandbox's ground truth (its account's own data): rows lost, duplicated, extra, or altered.
@@ -48,11 +48,11 @@ from typing import Any
 from ccoptout_xl.auth import SignedInTokens
 from ccoptout_xl.client import Client
 from ccoptout_xl.config import OAuthApp
-from ccoptout_xl.credentials import FileTokenStore, Tokens
+from ccoptout_xl.credentials import TokenFile, Tokens
 from ccoptout_xl.exceptions import CcOptOutError
 from ccoptout_xl.http_client import HTTPClient, RetryPolicy
 from ccoptout_xl.optouts import OptOut
-from ccoptout_xl.query import OptOutQuery, find_optouts
+from ccoptout_xl.query import OptOutQuery, from_api
 from ccoptout_xl.sandbox import AccountSpec, Fault, Sandbox
 from ccoptout_xl.store import OptOutStore
 
@@ -164,7 +164,7 @@ class Worker(threading.Thread):
         super().__init__(name=f"soak-worker-{number}", daemon=True)
         self.soak = soak
         self.rng = random.Random(f"soak:{soak.args.seed}:{number}")
-        provider = SignedInTokens(soak.app, soak.token_store, lock_path=soak.folder / "refresh.lock")
+        provider = SignedInTokens(soak.app, soak.token_keeper, lock_path=soak.folder / "refresh.lock")
         http = HTTPClient(
             soak.sandbox.base_url,
             provider,
@@ -213,7 +213,7 @@ class Worker(threading.Thread):
                 if query is None:
                     self.sync_and_check(full=self.rng.random() < 0.3)
                 else:
-                    result = find_optouts(self.client, query, on_notice=lambda text: None)
+                    result = from_api(self.client, query, on_notice=lambda text: None)
                     try:
                         got = list(result)
                     finally:
@@ -260,8 +260,8 @@ class Soak:
     def run(self) -> dict[str, Any]:
         args = self.args
         with self.sandbox as sandbox:
-            self.token_store = FileTokenStore(self.folder / "tokens.json")
-            self.token_store.save(Tokens.from_response(sandbox.oauth.issue()))  # as `ccoptout-xl login` leaves it
+            self.token_keeper = TokenFile(self.folder / "tokens.json")
+            self.token_keeper.save(Tokens.from_response(sandbox.oauth.issue()))  # as `ccoptout-xl login` leaves it
             self.app = OAuthApp(client_id=sandbox.oauth.client_id, auth_url=sandbox.auth_url)
             per_round = args.requests // args.rounds
             for number in range(1, args.invalidations + 1):  # spread over the run, never on a round's edge

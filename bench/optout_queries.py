@@ -42,7 +42,7 @@ def child_ours(base_url: str, token: str, query: str, out_path: str) -> dict:
     from ccoptout_xl.client import Client
     from ccoptout_xl.formats import write_optouts
     from ccoptout_xl.http_client import HTTPClient
-    from ccoptout_xl.query import OptOutQuery, find_optouts
+    from ccoptout_xl.query import OptOutQuery, from_api
 
     now = dt.datetime.now(dt.timezone.utc)
     wanted = {
@@ -52,7 +52,7 @@ def child_ours(base_url: str, token: str, query: str, out_path: str) -> dict:
     }[query]
     client = Client(HTTPClient(base_url, StaticToken(token)))
     started = time.perf_counter()
-    result = find_optouts(client, wanted, now=now)
+    result = from_api(client, wanted, now=now)
     with open(out_path, "w", newline="", encoding="utf-8") as out:
         rows = write_optouts(result, out, "csv", dt.timezone.utc)
     wall = time.perf_counter() - started

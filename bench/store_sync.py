@@ -32,10 +32,10 @@ QUERIES = 1_000
 
 
 def child_sync() -> dict:
-    from ccoptout_xl.client import Client
+    from ccoptout_xl import connect
     from ccoptout_xl.store import OptOutStore
 
-    with Client.from_environment() as client, OptOutStore.for_client(client) as store:
+    with connect() as client, OptOutStore.for_client(client) as store:
         started = time.perf_counter()
         report = store.sync(client)
         return {"kind": report.kind, "calls": report.calls, "seconds": time.perf_counter() - started,
@@ -43,11 +43,11 @@ def child_sync() -> dict:
 
 
 def child_queries(seed: int) -> dict:
-    from ccoptout_xl.client import Client
+    from ccoptout_xl import connect
     from ccoptout_xl.query import OptOutQuery
     from ccoptout_xl.store import OptOutStore
 
-    with Client.from_environment() as client, OptOutStore.for_client(client) as store:
+    with connect() as client, OptOutStore.for_client(client) as store:
         dates = [o.opt_out_date for o in store.query(OptOutQuery(latest=1_000))]
     newest, oldest = dates[0], dates[-1]  # any since in between returns at most 1,000 rows
     rng = random.Random(seed)
@@ -71,17 +71,17 @@ def child_queries(seed: int) -> dict:
 
 
 def child_api_queries(seed: int, count: int) -> dict:
-    from ccoptout_xl.client import Client
-    from ccoptout_xl.query import OptOutQuery, find_optouts
+    from ccoptout_xl import connect
+    from ccoptout_xl.query import OptOutQuery, from_api
 
     rng = random.Random(seed)
     now = dt.datetime.now(dt.timezone.utc)
     times = []
-    with Client.from_environment() as client:
+    with connect() as client:
         for _ in range(count):
             since = now - dt.timedelta(days=10 * rng.random())  # about 1,000 rows at most, like the store's
             started = time.perf_counter()
-            find_optouts(client, OptOutQuery(since=since)).close()
+            from_api(client, OptOutQuery(since=since)).close()
             times.append(time.perf_counter() - started)
         calls = client.stats.calls
     return {"median_s": statistics.median(times), "calls": calls, "count": count}

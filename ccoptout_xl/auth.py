@@ -14,33 +14,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Protocol
 
 from filelock import FileLock, Timeout
 
-from .config import OAuthApp, config_dir
-from .credentials import SIGN_IN_AGAIN, Tokens, TokenStore, is_token, token_store
+from .config import OAuthApp
+from .credentials import SIGN_IN_AGAIN, TokenKeeper, Tokens, is_token, token_keeper
 from .exceptions import AuthError, ConfigError, SignInRequired
+from .retry import Clock, Sleep, spacing
+from .settings import TOKEN_ENV, config_dir, env
 
 log = logging.getLogger(__name__)
-TOKEN_ENV = "CCOPTOUT_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a secret
 REFRESH_MARGIN = dt.timedelta(minutes=5)
 LOCK_TIMEOUT = 120.0  # seconds to wait for another process's refresh
-
-
-class TokenProvider(Protocol):
-    """Supplies bearer tokens to :class:`~ccoptout_xl.http_client.HTTPClient`."""
-
-    def access_token(self) -> str:
-        """Return a token to send now (refreshing first if the provider can and must)."""
-        ...
-
-    def token_rejected(self, token: str) -> bool:
-        """The API answered 401 to ``token``. Return True if a new token is now available to retry with."""
-        ...
 
 
 class StaticToken:
@@ -73,14 +60,18 @@ class SignedInTokens:
     def __init__(
         self,
         app: OAuthApp,
-        store: TokenStore,
+        keeper: TokenKeeper,
         *,
         lock_path: Path | None = None,
         margin: dt.timedelta = REFRESH_MARGIN,
         timeout: float = 30.0,
+        sleep: Sleep = time.sleep,
+        clock: Clock = time.time,
     ) -> None:
         self.app = app
-        self.store = store
+        self.keeper = keeper
+        self._sleep = sleep  # waits for the token endpoint's pace (tests pass their own, with ``clock``)
+        self._clock = clock  # the wall clock: the last call's time is shared with other processes
         folder = config_dir()
         self.lock_path = lock_path or folder / "refresh.lock"
         self._last_call_path = self.lock_path.with_name("token-endpoint.last")
@@ -89,7 +80,7 @@ class SignedInTokens:
         self._current: Tokens | None = None  # what this process last read or renewed
 
     def __repr__(self) -> str:
-        return f"SignedInTokens(client_id={self.app.client_id!r}, store={self.store.where!r})"
+        return f"SignedInTokens(client_id={self.app.client_id!r}, keeper={self.keeper.where!r})"
 
     def access_token(self) -> str:
         tokens = self._current if self._current and not self._current.expires_within(self.margin) else None
@@ -116,12 +107,12 @@ class SignedInTokens:
                 fresh = self._call_token_endpoint(tokens.refresh_token)
                 self._current = fresh
                 try:
-                    self.store.save(fresh)  # durably, before the new access token is used anywhere
+                    self.keeper.save(fresh)  # durably, before the new access token is used anywhere
                 except Exception as exc:  # the old refresh token is already dead: keep working on this one
                     log.warning(
                         "The renewed sign-in could not be saved in %s (%s); it works for this run only. "
                         "Sign in again with `ccoptout-xl login` afterwards.",
-                        self.store.where,
+                        self.keeper.where,
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                     )
                 else:
@@ -133,24 +124,26 @@ class SignedInTokens:
             ) from None
 
     def _stored(self) -> Tokens:
-        tokens = self.store.load()
+        tokens = self.keeper.load()
         if tokens is None:
-            raise SignInRequired(f"Not signed in ({self.store.where} holds no sign-in); " + SIGN_IN_AGAIN + ".")
+            raise SignInRequired(f"Not signed in ({self.keeper.where} holds no sign-in); " + SIGN_IN_AGAIN + ".")
         return tokens
 
     def _call_token_endpoint(self, refresh_token: str) -> Tokens:
         from authlib.integrations.base_client.errors import OAuthError
 
-        from .signin import oauth_session, reaching, sign_in_error, within_rate_limit
+        from .signin import TOKEN_ENDPOINT_INTERVAL, oauth_session, reaching, sign_in_error, within_rate_limit
 
-        self._keep_to_one_call_a_second()
+        self._keep_to_one_call_a_second(TOKEN_ENDPOINT_INTERVAL)
         session = oauth_session(self.app, timeout=self.timeout)
         try:
             with reaching(self.app):
-                body = within_rate_limit(lambda: session.refresh_token(self.app.token_url, refresh_token=refresh_token))
+                body = within_rate_limit(
+                    lambda: session.refresh_token(self.app.token_url, refresh_token=refresh_token), sleep=self._sleep
+                )
         except OAuthError as exc:
             if exc.error == "invalid_grant":
-                self.store.clear()  # it can never work again: don't let every later run fail the same way
+                self.keeper.clear()  # it can never work again: don't let every later run fail the same way
                 raise SignInRequired(
                     "Constant Contact no longer accepts the stored sign-in (it was revoked, expired after 180 "
                     f"days unused, or used elsewhere); the stored tokens were removed; {SIGN_IN_AGAIN}."
@@ -160,26 +153,27 @@ class SignedInTokens:
             self._record_call()
         return Tokens.from_response(body, previous_refresh=refresh_token)
 
-    def _keep_to_one_call_a_second(self) -> None:
-        """Wait until a second has passed since any process's last token-endpoint call (read under the lock)."""
+    def _keep_to_one_call_a_second(self, interval: float) -> None:
+        """Wait until ``interval`` (a second) has passed since any process's last token-endpoint call (read under the
+        lock)."""
         try:
             last = float(self._last_call_path.read_text(encoding="ascii"))
         except (OSError, ValueError):
             return
-        wait = last + 1.0 - time.time()
-        if 0 < wait <= 1.0:
-            time.sleep(wait)
+        wait = spacing(last, self._clock(), interval)
+        if wait:
+            self._sleep(wait)
 
     def _record_call(self) -> None:
         try:
-            self._last_call_path.write_text(f"{time.time():.3f}", encoding="ascii")
+            self._last_call_path.write_text(f"{self._clock():.3f}", encoding="ascii")
         except OSError as exc:
             log.debug("could not record the token endpoint call: %s", exc)
 
 
-def default_token_provider() -> TokenProvider:
+def default_token_provider() -> StaticToken | SignedInTokens:
     """``CCOPTOUT_ACCESS_TOKEN`` if set, else the stored sign-in; an :class:`AuthError` saying how otherwise."""
-    token = os.environ.get(TOKEN_ENV, "")
+    token = env(TOKEN_ENV) or ""
     if token.strip():
         return StaticToken(token)
     app = OAuthApp.load_optional()
@@ -188,4 +182,4 @@ def default_token_provider() -> TokenProvider:
             f"Not signed in: run `ccoptout-xl login` (see the README, 'Signing in'), set {TOKEN_ENV}, "
             "or try the built-in sandbox with --demo."
         )
-    return SignedInTokens(app, token_store(app.client_id))
+    return SignedInTokens(app, token_keeper(app.client_id))

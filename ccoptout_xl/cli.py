@@ -1,4 +1,4 @@
-"""The ``ccoptout-xl`` command line: a thin front end over :mod:`ccoptout_xl.query`.
+"""The ``ccoptout-xl`` command line: reads the arguments, calls :mod:`ccoptout_xl.service`, shows the results.
 
 Exit codes: 0 done; 2 bad input; 3 API or network failure; 4 not allowed or sign-in failed; 5 daily quota used
 up; 6 the output file could not be written; 7 sign in again (no sign-in, or it was revoked); 130 interrupted.
@@ -19,20 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from . import __version__
-from .client import Client
+from . import service
 from .dates import DATE_FORMS, parse_when, resolve_timezone
 from .exceptions import CcOptOutError, OutputError, UsageError
 from .files import atomic_output, require_folder
-from .formats import FORMATS, duration, plural, write_optouts
-from .query import OptOutQuery, QueryResult
-from .report import build_report
-from .store import MAX_AGE, OptOutStore, count_calls, fetch_optouts
-from .text import quoted, writes_utf8
+from .formats import FORMATS, write_optouts
+from .service import MAX_AGE, OptOutQuery
+from .text import duration, plural, quoted, writes_utf8
+from .version import __version__
 
 MAX_AGE_MINUTES = 366 * 24 * 60  # a year
-DEMO_CONTACTS = 20_000
-DEMO_SEED = 1
 DEMO_REPORT = "optouts-demo.xlsx"
 
 
@@ -228,37 +224,13 @@ def query_from_args(args: argparse.Namespace) -> tuple[OptOutQuery, dt.tzinfo]:
     return query, zone
 
 
-@contextlib.contextmanager
-def open_client(args: argparse.Namespace) -> Iterator[Client]:
-    """The API client the options ask for: the real API (environment), or an in-process sandbox (``--demo``)."""
-    if not args.demo:
-        with Client.from_environment() as client:
-            yield client
-        return
-    from .auth import StaticToken
-    from .http_client import HTTPClient
-    from .sandbox import AccountSpec, Sandbox
-
-    with (
-        Sandbox(AccountSpec(contacts=DEMO_CONTACTS, seed=DEMO_SEED)) as sandbox,
-        Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token))) as client,
-    ):
-        yield client
-
-
-def run_query(args: argparse.Namespace, client: Client, query: OptOutQuery) -> QueryResult:
-    """Run ``query`` (through the local store unless --no-cache or --demo), with a progress bar on a terminal."""
-    with _progress_bar(client) as on_progress:
-        return fetch_optouts(client, query, on_progress=on_progress, on_notice=_notice, **store_choice(args))
-
-
-def store_choice(args: argparse.Namespace) -> dict[str, object]:
-    """The local store options as :func:`~ccoptout_xl.store.fetch_optouts` takes them."""
-    return {
-        "use_store": not (args.no_cache or args.demo),  # the demo's sandbox is gone when it ends: nothing to keep
-        "refresh": args.refresh,
-        "max_age": dt.timedelta(minutes=args.max_age),
-    }
+def store_policy(args: argparse.Namespace) -> service.StorePolicy:
+    """How the local store is used, as the options say."""
+    return service.StorePolicy(
+        use_store=not (args.no_cache or args.demo),  # the demo's sandbox is gone when it ends: nothing to keep
+        refresh=args.refresh,
+        max_age=dt.timedelta(minutes=args.max_age),
+    )
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -266,34 +238,30 @@ def run_fetch(args: argparse.Namespace) -> int:
     check_output_folder(args.output)
     if not args.output and sys.stdout is None:
         raise OutputError("Standard output is closed: write to a file with -o FILE instead.")
-    with open_client(args) as client:
-        result = run_query(args, client, query)
-        try:
-            if args.output:
-                # A byte-order mark tells Excel a CSV file is UTF-8; without it accents and emoji come out garbled.
-                encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
-                with atomic_output(args.output, newline="", encoding=encoding) as out:
-                    count = write_optouts(result, out, args.format, zone, raw=args.raw)
-                print(
-                    f"Wrote {plural(count, 'opt-out')} to {args.output} ({plural(result.calls, 'API call')}).",
-                    file=sys.stderr,
-                )
-            else:
-                if args.format == "csv" and hasattr(sys.stdout, "reconfigure"):
-                    sys.stdout.reconfigure(newline="")  # CSV rows end in CRLF already: no second CR on Windows
-                try:
-                    write_optouts(result, sys.stdout, args.format, zone, raw=args.raw)
-                    sys.stdout.flush()
-                except BrokenPipeError:
-                    raise
-                except OSError as exc:
-                    raise OutputError(
-                        f"Cannot write to standard output: {exc.strerror or type(exc).__name__}."
-                    ) from None
-        finally:
-            result.close()
-        if not args.demo:
-            count_calls(client)  # --no-cache calls spend the same quota
+    with service.connect(demo=args.demo) as client, _progress_bar(client) as on_progress:
+        answer = service.get_optouts(client, query, store_policy(args), on_progress=on_progress, on_notice=_notice)
+    try:
+        if args.output:
+            # A byte-order mark tells Excel a CSV file is UTF-8; without it accents and emoji come out garbled.
+            encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
+            with atomic_output(args.output, newline="", encoding=encoding) as out:
+                count = write_optouts(answer, out, args.format, zone, raw=args.raw)
+            print(
+                f"Wrote {plural(count, 'opt-out')} to {args.output} ({plural(answer.calls, 'API call')}).",
+                file=sys.stderr,
+            )
+        else:
+            if args.format == "csv" and hasattr(sys.stdout, "reconfigure"):
+                sys.stdout.reconfigure(newline="")  # CSV rows end in CRLF already: no second CR on Windows
+            try:
+                write_optouts(answer, sys.stdout, args.format, zone, raw=args.raw)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise OutputError(f"Cannot write to standard output: {exc.strerror or type(exc).__name__}.") from None
+    finally:
+        answer.close()
     return 0
 
 
@@ -303,21 +271,22 @@ def run_report(args: argparse.Namespace) -> int:
     if path.suffix.lower() != ".xlsx":
         raise UsageError(f"The report is an Excel workbook: name the file with .xlsx, not {path.name!r}.")
     check_output_folder(str(path))
-    with open_client(args) as client, _progress_bar(client) as on_progress:
-        summary, calls = build_report(
+    with service.connect(demo=args.demo) as client, _progress_bar(client) as on_progress:
+        done = service.make_report(
             client,
             query,
             path,
+            store_policy(args),
             zone=zone,
             query_text=_query_text(args),
             on_progress=on_progress,
             on_notice=_notice,
-            **store_choice(args),
         )
+    summary = done.summary
     span = f" from {summary.first:%Y-%m-%d} to {summary.last:%Y-%m-%d}" if summary.first and summary.last else ""
     sources = ", ".join(f"{source} {count:,}" for source, count in summary.by_source.most_common())
     print(plural(summary.total, "opt-out") + span + (f" ({sources})" if sources else "") + ".")
-    print(f"Wrote {path.resolve()} ({plural(calls, 'API call')}).")
+    print(f"Wrote {path.resolve()} ({plural(done.calls, 'API call')}).")
     return 0
 
 
@@ -327,9 +296,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    with Client.from_environment() as client, OptOutStore.for_client(client, on_notice=_notice) as store:
-        with _progress_bar(client) as on_progress:
-            report = store.sync(client, full=args.full, force=args.force, on_progress=on_progress)
+    with service.connect() as client, _progress_bar(client) as on_progress:
+        report = service.sync(client, full=args.full, force=args.force, on_progress=on_progress, on_notice=_notice)
     if report.kind == "none":
         print(f"Already up to date: another process synced meanwhile. {plural(report.rows, 'opt-out')} stored.")
     else:
@@ -341,8 +309,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_cache_status(args: argparse.Namespace) -> int:
-    with Client.from_environment() as client, OptOutStore.for_client(client, on_notice=_notice) as store:
-        state = store.state()
+    state = service.cache_state(on_notice=_notice)
     now = dt.datetime.now(dt.timezone.utc)
 
     def ago(moment: dt.datetime | None) -> str:
@@ -356,22 +323,18 @@ def run_cache_status(args: argparse.Namespace) -> int:
 
 
 def run_cache_clear(args: argparse.Namespace) -> int:
-    with Client.from_environment() as client, OptOutStore.for_client(client, on_notice=_notice) as store:
-        rows = store.state().rows
-        store.clear()
+    rows = service.clear_cache(on_notice=_notice)
     print(f"Cleared the local store ({plural(rows, 'opt-out')}); the next query makes a full sync.")
     return 0
 
 
 def run_workbook(args: argparse.Namespace) -> int:
-    from .workbook import interpreter, write_workbook
-
     dest = Path(args.dest)
     if dest.suffix.lower() != ".xlsm":
         raise UsageError(f"The workbook has macros: name the file with .xlsm, not {dest.name!r}.")
     check_output_folder(str(dest))
-    path = write_workbook(dest)
-    print(f"Wrote {path.resolve()}, set up for {interpreter()}.")
+    path, python = service.write_workbook(dest)
+    print(f"Wrote {path.resolve()}, set up for {python}.")
     print("Open it in Excel (unblock it first if Windows blocks its macros), then Opt-outs tab > Sign in, Refresh.")
     return 0
 
@@ -379,51 +342,30 @@ def run_workbook(args: argparse.Namespace) -> int:
 def run_login(args: argparse.Namespace) -> int:
     import webbrowser
 
-    from .config import OAuthApp
-    from .credentials import token_store
-    from .signin import browser_sign_in, device_sign_in
-
-    app = OAuthApp.load()
-    store = token_store(app.client_id)
     opener = None if args.no_open else webbrowser.open
-    if args.browser:
-        tokens = browser_sign_in(app, opener=opener or (lambda url: None))
-    else:
-        tokens = device_sign_in(app, opener=opener)
-    store.save(tokens)
-    print(f"Signed in. The sign-in is kept in {store.where}.")
-    name = _account_name(tokens.access_token)
+    kept_in, name = service.sign_in(browser=args.browser, opener=opener)
+    print(f"Signed in. The sign-in is kept in {kept_in}.")
     if name:
         print(f"Account: {name}")
     return 0
 
 
 def run_logout(args: argparse.Namespace) -> int:
-    from .config import OAuthApp
-    from .credentials import token_store
-
-    app = OAuthApp.load()
-    store = token_store(app.client_id)
-    print(
-        f"Signed out; removed the sign-in from {store.where}." if store.clear() else "Not signed in: nothing to remove."
-    )
+    removed, kept_in = service.sign_out()
+    print(f"Signed out; removed the sign-in from {kept_in}." if removed else "Not signed in: nothing to remove.")
     return 0
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """What is known without calling the token endpoint: a refresh is never started from here."""
-    from .config import OAuthApp, config_file
-    from .credentials import token_store
-
-    app = OAuthApp.load_optional()
-    if app is None:
-        print(f"App: not set up (set CCOPTOUT_CLIENT_ID or edit {config_file()}).")
+    """What is known without calling the token endpoint: a renewal is never started from here."""
+    status = service.sign_in_status()
+    if status.app is None:
+        print(f"App: not set up (set CCOPTOUT_CLIENT_ID or edit {service.config_file()}).")
         print("Signed in: no")
         return 0
-    store = token_store(app.client_id)
-    tokens = store.load()
+    app, tokens = status.app, status.tokens
     print(f"App: {app.client_id} ({'confidential' if app.confidential else 'public'}), sign-in server {app.auth_url}")
-    print(f"Sign-in kept in: {store.where}")
+    print(f"Sign-in kept in: {status.kept_in}")
     if tokens is None:
         print("Signed in: no (run `ccoptout-xl login`)")
         return 0
@@ -437,22 +379,8 @@ def run_status(args: argparse.Namespace) -> int:
     print("Signed in: yes" + ("" if tokens.refresh_token else " (no refresh token: sign in again when it expires)"))
     print(f"Access token expires: {expiry}")
     if tokens.expires_at is None or tokens.expires_at > now:
-        name = _account_name(tokens.access_token)
-        print(f"Account: {name or '(could not be read)'}")
+        print(f"Account: {status.account_name or '(could not be read)'}")
     return 0
-
-
-def _account_name(access_token: str) -> str | None:
-    """The account's organisation name, with this access token as it is (no refresh); None if it fails."""
-    from .auth import StaticToken
-    from .exceptions import ApiError
-    from .http_client import HTTPClient, RetryPolicy
-
-    try:
-        with Client(HTTPClient.from_environment(StaticToken(access_token), retry=RetryPolicy(attempts=2))) as client:
-            return str(client.account_summary().get("organization_name") or "") or None
-    except ApiError:
-        return None
 
 
 def _query_text(args: argparse.Namespace) -> str:
@@ -516,7 +444,7 @@ def _notice(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _progress_bar(client: Client, stream: TextIO | None = None) -> Iterator[object]:
+def _progress_bar(client: Any, stream: TextIO | None = None) -> Iterator[Any]:
     """A tqdm bar of contacts read (and pages) on a terminal; nothing when stderr is redirected."""
     stream = stream or sys.stderr
     if not stream.isatty():

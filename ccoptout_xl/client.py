@@ -12,9 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .auth import TokenProvider, default_token_provider
 from .exceptions import MalformedResponse
-from .http_client import CallStats, HTTPClient
+from .http_client import CallStats, HTTPClient, TokenProvider
 
 MAX_PAGE_SIZE = 500  # the contract's maximum `limit` for GET /contacts
 
@@ -39,18 +38,20 @@ def api_datetime(value: dt.datetime) -> str:
 class Client:
     """A small client for the contact endpoints of the V3 API.
 
-    >>> client = Client.from_environment()          # CCOPTOUT_API_URL, CCOPTOUT_ACCESS_TOKEN
+    >>> client = Client.from_environment(StaticToken(token))   # CCOPTOUT_API_URL
     >>> for contact in client.contacts(status="unsubscribed", limit=500):
     ...     print(contact["email_address"]["address"])
     """
 
     def __init__(self, http: HTTPClient) -> None:
         self.http = http
+        self.calls_counted = 0  # calls already added to the day's count of the quota guard (the store's)
 
     @classmethod
-    def from_environment(cls, tokens: TokenProvider | None = None, **kwargs: Any) -> Client:
-        """A client configured from the environment (see the README's "Environment variables")."""
-        return cls(HTTPClient.from_environment(tokens or default_token_provider(), **kwargs))
+    def from_environment(cls, tokens: TokenProvider, **kwargs: Any) -> Client:
+        """A client of the API in ``CCOPTOUT_API_URL`` with ``tokens`` (see the README's "Environment variables";
+        :func:`ccoptout_xl.connect` also finds the tokens)."""
+        return cls(HTTPClient.from_environment(tokens, **kwargs))
 
     def close(self) -> None:
         self.http.close()

@@ -12,41 +12,26 @@ environment first, then from ``config.ini`` in the user's config folder:
 from __future__ import annotations
 
 import configparser
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import platformdirs
 
 from .exceptions import ConfigError
-from .http_client import checked_url, is_loopback, validate_base_url
+from .settings import (
+    AUTH_URL_ENV,
+    CLIENT_ID_ENV,
+    CLIENT_SECRET_ENV,
+    REDIRECT_URI_ENV,
+    checked_url,
+    config_dir,
+    env,
+    is_loopback,
+    validate_base_url,
+)
 from .text import quoted
 
-APP_NAME = "ccoptout-xl"
-CONFIG_DIR_ENV = "CCOPTOUT_CONFIG_DIR"
 DEFAULT_AUTH_URL = "https://authz.constantcontact.com/oauth2/default/v1"
 DEFAULT_REDIRECT_URI = "http://localhost:8765/callback"
 SCOPES = ("contact_data", "offline_access", "account_read")
-
-
-def number_setting(name: str, kind: type, default: float, low: float, high: float, what: str = "a number") -> Any:
-    """The number in environment variable ``name`` (``default`` when unset), checked to lie in ``low..high``."""
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = kind(text) if text.strip().isascii() else None  # int() would take other scripts' digits too
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:  # NaN fails the range check too
-        raise ConfigError(f"{name} must be {what} from {low:g} to {high:g}, not {quoted(text)}.")
-    return value
-
-
-def config_dir() -> Path:
-    """``$CCOPTOUT_CONFIG_DIR``, else the user's config folder (e.g. ``~/.config/ccoptout-xl``)."""
-    return Path(os.environ.get(CONFIG_DIR_ENV) or platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
 
 def config_file() -> Path:
@@ -112,17 +97,14 @@ class OAuthApp:
     @classmethod
     def load_optional(cls) -> OAuthApp | None:
         settings = _file_settings()
-        client_id = os.environ.get("CCOPTOUT_CLIENT_ID") or settings.get("client_id")
+        client_id = env(CLIENT_ID_ENV) or settings.get("client_id")
         if not client_id:
             return None
         return cls(
             client_id=client_id.strip(),
-            client_secret=(os.environ.get("CCOPTOUT_CLIENT_SECRET") or settings.get("client_secret") or "").strip()
-            or None,
-            auth_url=os.environ.get("CCOPTOUT_AUTH_URL") or settings.get("auth_url") or DEFAULT_AUTH_URL,
-            redirect_uri=(
-                os.environ.get("CCOPTOUT_REDIRECT_URI") or settings.get("redirect_uri") or DEFAULT_REDIRECT_URI
-            ),
+            client_secret=(env(CLIENT_SECRET_ENV) or settings.get("client_secret") or "").strip() or None,
+            auth_url=env(AUTH_URL_ENV) or settings.get("auth_url") or DEFAULT_AUTH_URL,
+            redirect_uri=(env(REDIRECT_URI_ENV) or settings.get("redirect_uri") or DEFAULT_REDIRECT_URI),
         )
 
 

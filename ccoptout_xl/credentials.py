@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .config import config_dir
 from .exceptions import ConfigError, SignInRequired
 from .files import atomic_path, retry_while_busy
+from .settings import TOKEN_STORE_ENV, config_dir, env
 
 T = TypeVar("T")
-STORE_ENV = "CCOPTOUT_TOKEN_STORE"
+STORE_ENV = TOKEN_STORE_ENV
 KEYRING_SERVICE = "ccoptout-xl"
 SIGN_IN_AGAIN = "sign in again with `ccoptout-xl login`"
 
@@ -121,7 +121,7 @@ def tokens_from_json(raw: bytes | str) -> Tokens | None:
     return Tokens(access, refresh, expires_at, scope or "")
 
 
-class TokenStore(Protocol):
+class TokenKeeper(Protocol):
     """Where the tokens of one app are kept."""
 
     where: str
@@ -133,7 +133,7 @@ class TokenStore(Protocol):
     def clear(self) -> bool: ...
 
 
-class FileTokenStore:
+class TokenFile:
     """``tokens.json``, owner-only (0600), replaced atomically so a crash never leaves half a sign-in."""
 
     def __init__(self, path: Path) -> None:
@@ -184,7 +184,7 @@ class FileTokenStore:
                 os.chmod(self.path, 0o600)
 
 
-class KeyringTokenStore:
+class TokenKeyring:
     """Three keyring entries per app: the access token, the refresh token, and their details (JSON)."""
 
     def __init__(self, client_id: str) -> None:
@@ -259,14 +259,14 @@ def keyring_available() -> bool:
     return not isinstance(backend, (fail.Keyring, null.Keyring))
 
 
-def token_store(client_id: str) -> TokenStore:
+def token_keeper(client_id: str) -> TokenKeeper:
     """The store for this app's tokens: the keyring when there is one, else the owner-only file."""
-    choice = (os.environ.get(STORE_ENV) or "").strip().lower()
+    choice = (env(STORE_ENV) or "").strip().lower()
     if choice not in ("", "file", "keyring"):
         raise ConfigError(f"{STORE_ENV} must be 'file' or 'keyring', not {choice!r}.")
     if choice == "keyring" or (not choice and keyring_available()):
-        return KeyringTokenStore(client_id)
-    return FileTokenStore(config_dir() / "tokens.json")
+        return TokenKeyring(client_id)
+    return TokenFile(config_dir() / "tokens.json")
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -19,12 +19,12 @@ from typing import Any
 import xlwings as xw
 from dateutil import tz as dateutil_tz
 
+from . import service
 from .columns import COLUMNS, FUNCTION_COLUMNS, TABLE_NAME, headers
 from .dates import parse_when
 from .exceptions import CcOptOutError, UsageError
 from .formats import neutralise
-from .optouts import OptOut
-from .query import MAX_LATEST, OptOutQuery
+from .service import MAX_LATEST, OptOut, OptOutQuery
 
 log = logging.getLogger(__name__)
 OPTOUTS_SHEET = "Opt-outs"
@@ -79,16 +79,9 @@ def OPTOUTS_SYNCED_AT() -> Any:
 
 def _answer(compute: Callable[[Any], Any]) -> Any:
     """Run a worksheet function on the local store: a one-line message in the cell for any problem."""
-    from .store import OptOutStore
-
     try:
-        store = OptOutStore.last_used()
-        if store is None:
-            return NO_DATA
-        with store:
-            if store.last_sync_at is None:  # state() would count every row: not on this hot path
-                return NO_DATA
-            return compute(store)
+        with service.last_store() as store:
+            return NO_DATA if store is None else compute(store)
     except Exception as exc:  # a cell shows one line, never a traceback
         return one_line(exc)
 
@@ -185,28 +178,23 @@ def refresh(book: Any = None) -> None:
     The rows go in one bulk write. If anything fails, the table keeps its rows and the status cell says what
     went wrong and what to do.
     """
-    from .client import Client
-    from .report import optional
-    from .store import count_calls, fetch_optouts
-
     book = book or xw.Book.caller()
     with _reporting(book, "Refresh"):
         query = _query(
             _setting(book, SINCE), _setting(book, UNTIL), _setting(book, LIMIT), _setting(book, INCLUDE_DELETED),
             since_required=False,
         )  # fmt: skip
-        with Client.from_environment() as client:
-            result = fetch_optouts(client, query, refresh=True)
-            try:
-                names = optional(client.list_names, {}, "list names", log.info)  # else ids are shown
-                rows = [table_row(o, names) for o in result]
-            finally:
-                result.close()
-            count_calls(client)
+        with service.connect() as client:
+            answer = service.get_optouts(client, query, service.StorePolicy(refresh=True), list_names=True)
+        try:
+            rows = [table_row(o, answer.list_names) for o in answer]  # list ids where names could not be read
+        finally:
+            answer.close()
         write_table(book.sheets[OPTOUTS_SHEET], rows)
         book.names[LAST_REFRESHED].refers_to_range.value = dt.datetime.now().replace(microsecond=0)
         book.names[ROW_COUNT].refers_to_range.value = len(rows)
-        _status(book, f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())}).")
+        notes = "".join(f" Note: {one_line_text(notice)}" for notice in answer.notices)
+        _status(book, f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())}).{notes}")
         recalculate(book)
 
 
@@ -251,32 +239,22 @@ def sign_in(book: Any = None) -> None:
     approving in the browser and clicking OK completes it."""
     import webbrowser
 
-    from .config import OAuthApp
-    from .credentials import token_store
-    from .signin import device_sign_in
-
     book = book or xw.Book.caller()
     with _reporting(book, "Sign-in"):
-        app = OAuthApp.load()
 
         def show(text: str) -> None:
             _status(book, text)
             book.app.alert(f"{text}\n\nApprove in the browser, then click OK; this workbook waits for it.", "Sign in")
 
-        tokens = device_sign_in(app, show=show, opener=webbrowser.open)
-        store = token_store(app.client_id)
-        store.save(tokens)
-        _status(book, f"Signed in; the sign-in is kept in {store.where}. Click Refresh.")
+        kept_in, _ = service.sign_in(show=show, opener=webbrowser.open)
+        _status(book, f"Signed in; the sign-in is kept in {kept_in}. Click Refresh.")
 
 
 def sign_out(book: Any = None) -> None:
     """Ribbon "Sign out": forget the stored sign-in."""
-    from .config import OAuthApp
-    from .credentials import token_store
-
     book = book or xw.Book.caller()
     with _reporting(book, "Sign-out"):
-        removed = token_store(OAuthApp.load().client_id).clear()
+        removed, _ = service.sign_out()
         _status(book, "Signed out." if removed else "Not signed in.")
 
 
@@ -293,7 +271,12 @@ def one_line(exc: BaseException) -> str:
     """What a cell shows for a failure: the message of an expected one, only the kind of another (its text may
     hold a request header, a token or a person's address, and a workbook is shared)."""
     text = str(exc) if isinstance(exc, CcOptOutError) else f"Error: {type(exc).__name__} (unexpected)"
-    return text.splitlines()[0] if text else type(exc).__name__
+    return one_line_text(text) or type(exc).__name__
+
+
+def one_line_text(text: str) -> str:
+    """The first line of ``text``."""
+    return text.splitlines()[0] if text else ""
 
 
 def _status(book: Any, text: str) -> None:

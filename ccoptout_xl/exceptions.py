@@ -70,6 +70,12 @@ class QuotaExceeded(ApiError):
         self.reset_at = reset_at
 
 
+class QuotaGuard(ApiError):
+    """Syncing would eat into the last part of the daily quota that every integration of the account shares."""
+
+    exit_code = 5
+
+
 class OutputError(CcOptOutError):
     """The output file could not be written or replaced; any previous file is left as it was."""
 

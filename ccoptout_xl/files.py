@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .exceptions import OutputError, UsageError
+from .retry import Sleep, retry_call
 
 T = TypeVar("T")
 
@@ -132,15 +133,10 @@ def abandon_zip_files(exc: BaseException, filename: str | os.PathLike[str]) -> N
         traceback = traceback.tb_next
 
 
-def retry_while_busy(operation: Callable[[], T], tries: int = 20) -> T:
+def retry_while_busy(operation: Callable[[], T], tries: int = 20, sleep: Sleep = time.sleep) -> T:
     """Windows refuses to open or replace a file that another process is replacing or reading at that moment
-    (and virus scanners hold new files briefly): try again for about a second before giving up."""
-    for _ in range(tries - 1):
-        try:
-            return operation()
-        except PermissionError:
-            time.sleep(0.05)
-    return operation()
+    (and virus scanners hold new files briefly): try again every 50 ms, for about a second, before giving up."""
+    return retry_call(operation, on=PermissionError, tries=tries, delay=0.05, sleep=sleep)
 
 
 def replace_file(source: str | os.PathLike[str], target: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from .optouts import OptOut
-from .text import writes_utf8
+from .text import plural, writes_utf8
 
 FIELDS = (
     "contact_id",
@@ -58,17 +58,6 @@ def neutralise(text: str) -> str:
     Leading spaces and invisible characters are looked through: a spreadsheet may trim them before it decides.
     """
     return "'" + text if text.lstrip(_INVISIBLE).startswith(FORMULA_TRIGGERS) else text
-
-
-def duration(delta: dt.timedelta) -> str:
-    """``3 h 07 min``, or ``12 min`` under an hour (for messages)."""
-    hours, minutes = divmod(int(delta.total_seconds() // 60), 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 opt-out``, ``2,000 opt-outs``."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def write_optouts(optouts: Iterable[OptOut], out: TextIO, fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:

@@ -11,51 +11,37 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import ipaddress
 import logging
-import os
-import random
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
 
 import requests
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
-from . import __version__
 from .exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
-from .formats import duration, plural
-from .text import quoted
-
-if TYPE_CHECKING:
-    from .auth import TokenProvider
+from .retry import RetryPolicy
+from .settings import API_URL_ENV, DEFAULT_API_URL, RATE_ENV, env, number_setting, validate_base_url
+from .text import duration, plural
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.cc.email/v3"
-API_URL_ENV = "CCOPTOUT_API_URL"
-RATE_ENV = "CCOPTOUT_RATE_LIMIT"
 MAX_RENEWALS = 3  # of the access token within one request
 
 
-@dataclass
-class RetryPolicy:
-    """How hard to try before giving up. Every loop in the client is bounded by these numbers."""
+class TokenProvider(Protocol):
+    """Supplies bearer tokens to :class:`~ccoptout_xl.http_client.HTTPClient`."""
 
-    attempts: int = 6  # tries per request on 5xx or a dropped connection
-    throttled_attempts: int = 8  # tries per request while the API answers 429 throttled
-    base_delay: float = 0.5  # first backoff, doubled each retry
-    max_delay: float = 20.0  # cap of one backoff
+    def access_token(self) -> str:
+        """Return a token to send now (refreshing first if the provider can and must)."""
+        ...
 
-    def delay(self, retry: int) -> float:
-        """Backoff before retry number ``retry`` (1-based): exponential, capped, with "equal jitter"."""
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+    def token_rejected(self, token: str) -> bool:
+        """The API answered 401 to ``token``. Return True if a new token is now available to retry with."""
+        ...
 
 
 @dataclass
@@ -68,7 +54,6 @@ class CallStats:
     throttled: int = 0
     pages: int = 0
     contacts: int = 0
-    counted: int = 0  # calls already added to the local store's count for the day (see store.count_calls)
 
 
 class RequestPacer:
@@ -118,77 +103,6 @@ class RequestPacer:
             self._starts.extend([resume] * (self._n or 1))
 
 
-# A host name, an IPv4 address or a bracketed IPv6 address, and an optional port: nothing else may stand in the
-# authority of an address we are given (no userinfo, backslashes, spaces, percent-escapes or other characters
-# that two URL parsers may read differently).
-_AUTHORITY = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-MAX_URL_LENGTH = 2000
-
-
-def validate_base_url(url: str, what: str = "the API address", example: str = DEFAULT_API_URL) -> str:
-    """Return ``url`` without a trailing slash, or raise :class:`ConfigError` (one line, exit 2) if it is unusable.
-
-    Plain HTTP would send the bearer token in clear, so it is allowed only to this computer (loopback).
-    """
-    parts = checked_url(url, what, example)
-    if parts.port == 0:
-        raise ConfigError(f"{_sentence(what)} {quoted(url)} has port 0: use a port from 1 to 65535.")
-    if parts.query or parts.fragment or "#" in url:
-        raise ConfigError(
-            f"{_sentence(what)} {quoted(url)} has a query or fragment; give only the address, e.g. {example}."
-        )
-    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
-        raise ConfigError(
-            f"Refusing plain-HTTP {what} {quoted(url)}: use https:// (plain HTTP is allowed only to this "
-            "computer, e.g. http://127.0.0.1:8800/v3)."
-        )
-    return url.strip().rstrip("/")
-
-
-def checked_url(url: str, what: str, example: str) -> SplitResult:
-    """``url`` split, once it is a plain http(s) URL whose host is the one the HTTP library will connect to.
-
-    An authority that two parsers could read differently (userinfo, a backslash, spaces, percent-escapes or
-    other unusual characters) is refused outright, as is an invalid port: :class:`ConfigError`, one line.
-    """
-    text = url.strip()
-    name = f"{_sentence(what)} {quoted(text)}"
-    if not text or len(text) > MAX_URL_LENGTH or any(ch.isspace() or not ch.isprintable() for ch in text):
-        raise ConfigError(f"{name} is not a usable URL: use e.g. {example}.")
-    try:
-        parts = urlsplit(text)
-        if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise ConfigError(f"{name} is not an http(s) URL: use e.g. {example}.")
-        if "@" in parts.netloc or "\\" in text or not _AUTHORITY.fullmatch(parts.netloc):
-            raise ConfigError(
-                f"{name} has characters that do not belong in a host and port (a user name, a backslash...); "
-                f"give only scheme, host, port and path, e.g. {example}."
-            )
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
-        connects_to = parse_url(text).host
-    except ConfigError:
-        raise
-    except (ValueError, LocationParseError):
-        raise ConfigError(f"{name} has an invalid host or port: use e.g. {example}.") from None
-    if (connects_to or "").strip("[]").lower() != (parts.hostname or "").lower():
-        raise ConfigError(f"{name} is ambiguous: its host reads differently to different parsers.")
-    return parts
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ::1."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def next_quota_reset(now: dt.datetime | None = None) -> dt.datetime:
     """The next 00:00 UTC, when the daily request quota starts again."""
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -229,10 +143,8 @@ class HTTPClient:
     def from_environment(cls, tokens: TokenProvider, **kwargs: Any) -> HTTPClient:
         """A client for ``CCOPTOUT_API_URL`` (default the real API), paced at ``CCOPTOUT_RATE_LIMIT`` per second."""
         if "rate" not in kwargs:
-            from .config import number_setting  # config needs this module: imported here, not at the top
-
             kwargs["rate"] = number_setting(RATE_ENV, float, 4.0, 0.1, 4.0, "a number of requests per second")
-        return cls(os.environ.get(API_URL_ENV) or DEFAULT_API_URL, tokens, **kwargs)
+        return cls(env(API_URL_ENV) or DEFAULT_API_URL, tokens, **kwargs)
 
     def close(self) -> None:
         self.session.close()
@@ -298,18 +210,18 @@ class HTTPClient:
             if status == 429:
                 throttles += 1
                 self.stats.throttled += 1
-                if throttles >= self.retry.throttled_attempts:
+                # The limit is per second: wait out the window, plus a growing, jittered backoff.
+                delay = self.retry.after_throttle(throttles)
+                if delay is None:
                     raise ApiError(
                         f"The API kept answering 'too many requests' after {throttles} tries; try again later.",
                         status=429,
                         error_key=key,
                     )
-                # The limit is per second: wait out the window, plus a growing, jittered backoff.
-                delay = 1.0 + self.retry.delay(throttles)
                 log.info("throttled by the API; waiting %.1f s", delay)
                 self.pacer.hold(delay)  # other threads sharing this client wait too
                 self.stats.retries += 1
-                time.sleep(delay)
+                self.retry.sleep(delay)
                 continue
             if status >= 500:
                 failures += 1
@@ -319,12 +231,12 @@ class HTTPClient:
             raise error(f"The API rejected the request (HTTP {status}): {message}", status=status, error_key=key)
 
     def _retry_or_raise(self, failures: int, problem: str) -> None:
-        if failures >= self.retry.attempts:
+        delay = self.retry.after_failure(failures)
+        if delay is None:
             raise ApiError(f"{problem}; gave up after {failures} tries. Check the connection and try again.")
-        delay = self.retry.delay(failures)
         log.info("%s; retrying in %.1f s", problem, delay)
         self.stats.retries += 1
-        time.sleep(delay)
+        self.retry.sleep(delay)
 
     def _decode(self, response: requests.Response) -> Any:
         try:

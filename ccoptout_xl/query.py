@@ -25,7 +25,8 @@ from typing import Protocol
 
 from .client import MAX_PAGE_SIZE, Client, Page
 from .exceptions import BadRequest, UsageError
-from .optouts import OptOut, OptOutSet
+from .optouts import OptOut
+from .table import OptOutSet
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class OptOutFiltersUnsupported(Exception):
     """The server answered 400 to ``optout_after``/``optout_before`` but accepts the same query without them."""
 
 
-def find_optouts(
+def from_api(
     client: Client,
     query: OptOutQuery,
     *,
@@ -155,7 +156,7 @@ class _Search:
         self.query = query
         self.now = now or dt.datetime.now(dt.timezone.utc)
         self.on_progress = on_progress
-        self.on_notice = on_notice or log.warning
+        self.on_notice = on_notice if on_notice is not None else log.warning
         self.found = OptOutSet()
         self.fetched = 0  # contacts read, for progress
         self.seen: set[str] | None = None  # contact ids read, while walking windows

@@ -17,9 +17,8 @@ import datetime as dt
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -31,22 +30,16 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.filters import AutoFilter
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 
-from . import __version__
-from .client import Client
 from .columns import COLUMNS, DATE_TIME_FORMAT, TABLE_NAME, Column
-from .dates import zone_name
-from .exceptions import ApiError
 from .files import abandon_zip_files, atomic_path, disk_full, temporary_space_error
 from .optouts import OptOut
-from .query import Notice, OptOutQuery, Progress
-from .store import MAX_AGE, count_calls, fetch_optouts
+from .version import __version__
 
 DAY_FORMAT = "yyyy-mm-dd"
 NO_REASON = "(no reason given)"
 TOP_REASONS = 10
 MAX_DISTINCT_REASONS = 10_000  # beyond this, new reasons are counted under "(other reasons)"
 EXCEL_TEXT_LIMIT = 32_767
-T = TypeVar("T")
 
 
 @dataclass
@@ -188,65 +181,6 @@ def _discard(workbook: Workbook) -> None:
         if writer is not None:
             with contextlib.suppress(OSError, ValueError):
                 writer.cleanup()
-
-
-def build_report(
-    client: Client,
-    query: OptOutQuery,
-    path: str | os.PathLike[str],
-    *,
-    zone: dt.tzinfo = dt.timezone.utc,
-    query_text: str = "",
-    use_store: bool = True,
-    refresh: bool = False,
-    max_age: dt.timedelta = MAX_AGE,
-    on_progress: Progress | None = None,
-    on_notice: Notice | None = None,
-) -> tuple[ReportSummary, int]:
-    """Fetch the opt-outs ``query`` asks for (through the local store unless ``use_store`` is False), with list
-    names and the account's name, and write the report.
-
-    Returns the summary and how many API calls it took. The list names and account name are extras: if the
-    API refuses them the report still gets written, with list ids and "(unknown)" instead, after a notice.
-    """
-    notice = on_notice or (lambda message: None)
-    result = fetch_optouts(
-        client,
-        query,
-        use_store=use_store,
-        refresh=refresh,
-        max_age=max_age,
-        on_progress=on_progress,
-        on_notice=notice,
-    )
-    try:
-        list_names = optional(client.list_names, {}, "list names", notice)
-        account = optional(client.account_summary, {}, "the account's name", notice)
-        info = ReportInfo(
-            query=query_text or query.describe(zone),
-            covers=query.describe(zone),
-            time_zone=zone_name(zone),
-            account_name=str(account.get("organization_name") or ""),
-            api_calls=client.stats.calls,
-            since=query.since,
-            until=query.until,
-            latest=query.latest,
-        )
-        summary = write_report(result, path, zone=zone, list_names=list_names, info=info)
-    finally:
-        result.close()
-    if use_store:
-        count_calls(client)
-    return summary, client.stats.calls
-
-
-def optional(fetch: Callable[[], T], fallback: T, what: str, notice: Notice) -> T:
-    """``fetch()``, or ``fallback`` after a notice if the API refuses it (for extras such as list names)."""
-    try:
-        return fetch()
-    except ApiError as exc:
-        notice(f"Could not read {what} ({exc}); the report shows what it has without them.")
-        return fallback
 
 
 # -- sheets --------------------------------------------------------------------------------------------------

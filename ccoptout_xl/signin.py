@@ -26,8 +26,10 @@ from authlib.integrations.requests_client import OAuth2Session
 from .config import SCOPES, OAuthApp
 from .credentials import Tokens
 from .exceptions import ApiError, SignInFailed
+from .retry import Sleep, retry_call
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+TOKEN_ENDPOINT_INTERVAL = 1.0  # seconds: the token endpoint takes 1 request per second per client
 Show = Callable[[str], None]
 Opener = Callable[[str], Any]
 
@@ -82,10 +84,13 @@ def device_sign_in(
     *,
     show: Show = print,
     opener: Opener | None = webbrowser.open,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Sleep = time.sleep,
     timeout: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Tokens:
-    """Sign in with the device flow: show a code to enter in a browser, then poll until it is approved."""
+    """Sign in with the device flow: show a code to enter in a browser, then poll until it is approved.
+
+    ``sleep`` waits between polls and ``clock`` tells when the code has expired: tests pass their own."""
     session = oauth_session(app, timeout=timeout)
     with reaching(app):
         answer = session.post(
@@ -104,8 +109,8 @@ def device_sign_in(
         opener(where)
     show(f"To sign in, open {grant['verification_uri']} and enter the code {grant['user_code']}")
     interval = float(grant.get("interval") or 5)
-    deadline = time.monotonic() + float(grant.get("expires_in") or 600)
-    while time.monotonic() < deadline:
+    deadline = clock() + float(grant.get("expires_in") or 600)
+    while clock() < deadline:
         sleep(interval)
         try:
             with reaching(app):
@@ -118,7 +123,7 @@ def device_sign_in(
                 interval += 5  # RFC 8628: poll 5 seconds slower from now on
                 continue
             if exc.error == "too_many_requests":  # the token endpoint's 1 request/second
-                sleep(1.0)
+                sleep(TOKEN_ENDPOINT_INTERVAL)
                 continue
             if exc.error == "access_denied":
                 raise SignInFailed("Sign-in was refused in the browser; nothing was stored.") from None
@@ -135,8 +140,11 @@ def browser_sign_in(
     opener: Opener = webbrowser.open,
     wait: float = 300.0,
     timeout: float = 30.0,
+    sleep: Sleep = time.sleep,
 ) -> Tokens:
-    """Sign in with the authorization code flow and PKCE (S256), the browser coming back to 127.0.0.1."""
+    """Sign in with the authorization code flow and PKCE (S256), the browser coming back to 127.0.0.1.
+
+    ``sleep`` waits out the token endpoint's rate limit if it answers "too many requests"."""
     with _RedirectListener(app.redirect_uri) as listener:
         session = oauth_session(app, redirect_uri=listener.redirect_uri, timeout=timeout)
         verifier = secrets.token_urlsafe(64)
@@ -159,24 +167,25 @@ def browser_sign_in(
     try:
         with reaching(app):
             body = within_rate_limit(
-                lambda: session.fetch_token(app.token_url, code=params["code"], code_verifier=verifier)
+                lambda: session.fetch_token(app.token_url, code=params["code"], code_verifier=verifier), sleep=sleep
             )
     except OAuthError as exc:
         raise sign_in_error(exc) from None
     return Tokens.from_response(body)
 
 
-def within_rate_limit(request: Callable[[], dict[str, Any]], tries: int = 3) -> dict[str, Any]:
+def within_rate_limit(
+    request: Callable[[], dict[str, Any]], tries: int = 3, sleep: Sleep = time.sleep
+) -> dict[str, Any]:
     """A token-endpoint request, waiting out the endpoint's 1 request/second limit (a bounded number of times)."""
-    tried = 0
-    while True:
-        try:
-            return request()
-        except OAuthError as exc:
-            tried += 1
-            if exc.error != "too_many_requests" or tried >= tries:
-                raise
-            time.sleep(1.0)
+    return retry_call(
+        request,
+        on=OAuthError,
+        when=lambda exc: exc.error == "too_many_requests",
+        tries=tries,
+        delay=TOKEN_ENDPOINT_INTERVAL,
+        sleep=sleep,
+    )
 
 
 class _ExclusiveServer(HTTPServer):

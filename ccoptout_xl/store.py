@@ -30,21 +30,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
 from filelock import FileLock, Timeout
 
 from .client import Client
-from .config import APP_NAME, number_setting
 from .credentials import jwt_claims
-from .exceptions import ApiError, CcOptOutError, StoreError
+from .exceptions import ApiError, CcOptOutError, QuotaGuard, StoreError
 from .files import disk_full
-from .optouts import OptOut, OptOutTable
-from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, find_optouts
+from .optouts import OptOut
+from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, from_api
+from .retry import Sleep, retry_call
+from .settings import CACHE_DIR_ENV, QUOTA_ENV, SHARE_ENV, cache_dir, number_setting
+from .table import OptOutTable
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-CACHE_DIR_ENV = "CCOPTOUT_CACHE_DIR"
 MAX_AGE = dt.timedelta(minutes=5)
 FULL_EVERY = dt.timedelta(hours=24)
 OVERLAP = dt.timedelta(hours=1)  # re-read this much before the newest stored opt-out: late writes, clock skew
@@ -57,19 +57,6 @@ ELSEWHERE = f"set {CACHE_DIR_ENV} to another folder (or use --no-cache)"
 SLACK_BYTES = 128 * 1024  # what any write needs beyond its data: the shared-memory index, a few log pages
 LAST_USED = "last-used-store"
 SPACE_NEEDED = "space_needed"  # meta: the bytes the last sync that failed for want of space needed
-QUOTA_ENV = "CCOPTOUT_DAILY_QUOTA"
-SHARE_ENV = "CCOPTOUT_QUOTA_SHARE"
-
-
-class QuotaGuard(ApiError):
-    """Syncing would eat into the last part of the daily quota that every integration of the account shares."""
-
-    exit_code = 5
-
-
-def cache_dir() -> Path:
-    """``$CCOPTOUT_CACHE_DIR``, else the user's cache folder (e.g. ``~/.cache/ccoptout-xl``)."""
-    return Path(os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
 def account_key(base_url: str, access_token: str) -> str:
@@ -140,9 +127,10 @@ class OptOutStore:
     or another program's SQLite database) is moved aside and a new store is built.
     """
 
-    def __init__(self, path: Path, *, on_notice: Notice | None = None) -> None:
+    def __init__(self, path: Path, *, on_notice: Notice | None = None, sleep: Sleep = time.sleep) -> None:
         self.path = path
-        self.on_notice = on_notice or log.warning
+        self._sleep = sleep  # waits while another process sets the file up (see _open)
+        self.on_notice = on_notice if on_notice is not None else log.warning
         self._db: sqlite3.Connection | None = None
         self._lock = FileLock(str(path) + ".lock")
         with self._failures():
@@ -163,10 +151,20 @@ class OptOutStore:
         _remember(path)
         return store
 
-    @staticmethod
-    def path_for(client: Client) -> Path:
+    @classmethod
+    def at(cls, base_url: str, access_token: str, *, on_notice: Notice | None = None) -> OptOutStore:
+        """The store of the account that ``access_token`` (as it is: expired or not) signs in to at ``base_url``."""
+        return cls(cls.path_at(base_url, access_token), on_notice=on_notice)
+
+    @classmethod
+    def path_for(cls, client: Client) -> Path:
         """Where the store of ``client``'s account is (or would be)."""
-        return cache_dir() / f"optouts-{account_key(client.http.base_url, client.http.tokens.access_token())}.sqlite3"
+        return cls.path_at(client.http.base_url, client.http.tokens.access_token())
+
+    @staticmethod
+    def path_at(base_url: str, access_token: str) -> Path:
+        """Where the store of the account of ``access_token`` at ``base_url`` is (or would be)."""
+        return cache_dir() / f"optouts-{account_key(base_url, access_token)}.sqlite3"
 
     @classmethod
     def last_used(cls) -> OptOutStore | None:
@@ -246,8 +244,8 @@ class OptOutStore:
 
     def count_calls(self, client: Client) -> None:
         """Add the calls ``client`` made since it was last counted to today's count (the quota guard's)."""
-        self.record_calls(client.stats.calls - client.stats.counted)
-        client.stats.counted = client.stats.calls
+        self.record_calls(client.stats.calls - client.calls_counted)
+        client.calls_counted = client.stats.calls
 
     def record_calls(self, count: int) -> None:
         """Count API calls against today's (UTC) quota."""
@@ -343,7 +341,7 @@ class OptOutStore:
     def _fetch(self, client: Client, since: dt.datetime, on_progress: Progress | None) -> QueryResult:
         """Every opt-out from ``since`` (deleted contacts included), with the calls it took counted."""
         try:
-            found = find_optouts(
+            found = from_api(
                 client,
                 OptOutQuery(since=since, include_deleted=True),
                 on_progress=on_progress,
@@ -481,20 +479,24 @@ class OptOutStore:
             self._identity = _identity(self.path)
 
     def _open(self) -> sqlite3.Connection:
-        for _ in range(50):
-            try:
-                return self._connect()
-            except _NotAStore as exc:
-                return self._rebuild(exc.reason, exc.identity)
-            except sqlite3.OperationalError as exc:
-                if _sqlite_kind(exc) != "busy":
-                    raise
-                time.sleep(0.1)  # another process is creating or changing the file's layout
-            except sqlite3.DatabaseError as exc:
-                if _sqlite_kind(exc) != "damaged":
-                    raise
-                return self._rebuild(f"it could not be read ({exc})", None)
-        return self._connect()
+        try:
+            # While another process creates or changes the file's layout: try again every 0.1 s, 51 tries in all.
+            return retry_call(
+                self._connect,
+                on=sqlite3.OperationalError,
+                when=lambda exc: _sqlite_kind(exc) == "busy",
+                tries=51,
+                delay=0.1,
+                sleep=self._sleep,
+            )
+        except _NotAStore as exc:
+            return self._rebuild(exc.reason, exc.identity)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            if _sqlite_kind(exc) != "damaged":
+                raise
+            return self._rebuild(f"it could not be read ({exc})", None)
 
     def _rebuild(self, reason: str, identity: tuple[int, int] | None) -> sqlite3.Connection:
         """Move a file that is not a usable store aside (kept for inspection) and start a new one.
@@ -776,58 +778,6 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{max(1, round(count / 1e3))} KB"
-
-
-def fetch_optouts(
-    client: Client,
-    query: OptOutQuery,
-    *,
-    use_store: bool = True,
-    refresh: bool = False,
-    max_age: dt.timedelta = MAX_AGE,
-    force: bool = False,
-    on_progress: Progress | None = None,
-    on_notice: Notice | None = None,
-) -> QueryResult:
-    """The opt-outs ``query`` asks for, newest first: what the command line, the report and Excel all call.
-
-    From the local store, synced first when older than ``max_age`` or when ``refresh``; past the quota guard
-    (unless ``force``), from the data already stored, after a notice. With ``use_store=False``, from the API.
-    """
-    notice = on_notice or log.warning
-    if not use_store:
-        return find_optouts(client, query, on_progress=on_progress, on_notice=notice)
-    store = OptOutStore.for_client(client, on_notice=notice)
-    try:
-        calls = 0
-        if refresh or not store.is_fresh(max_age):
-            try:
-                calls = store.sync(client, force=force, on_progress=on_progress).calls
-            except QuotaGuard as guard:
-                synced = store.last_sync_at
-                if synced is None:
-                    raise
-                notice(f"{guard} Answering from the opt-outs stored at {synced:%Y-%m-%d %H:%M} UTC.")
-        result = store.query(query, close_store=True)
-        result.calls = calls
-        return result
-    except BaseException:
-        store.close()
-        raise
-
-
-def count_calls(client: Client) -> None:
-    """Count what ``client`` spent outside syncs (list names, account, --no-cache) against today's quota, in the
-    account's store if it has one (``--no-cache`` never creates a store)."""
-    uncounted = client.stats.calls - client.stats.counted
-    if uncounted <= 0:
-        return
-    try:
-        if OptOutStore.path_for(client).is_file():
-            with OptOutStore.for_client(client) as store:
-                store.count_calls(client)
-    except (StoreError, OSError) as exc:  # the work is done (the file written): only the guard's count is lost
-        log.warning("note: %d API calls could not be counted against today's quota: %s", uncounted, exc)
 
 
 def _remember(path: Path) -> None:

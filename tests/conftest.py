@@ -38,8 +38,8 @@ def counts_in_processes(count: int, before_the_race: str = "pass") -> list[str]:
     script = textwrap.dedent(
         f"""
         import time
-        from ccoptout_xl.client import Client
-        with Client.from_environment(rate=None) as client:
+        from ccoptout_xl import connect
+        with connect(rate=None) as client:
             {before_the_race}
             time.sleep(max(0.0, {start_at} - time.time()))
             print(client.contact_counts()["total"])
@@ -95,7 +95,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 @contextlib.contextmanager
 def sandbox_as_api(spec: AccountSpec, monkeypatch: pytest.MonkeyPatch, cache: Path) -> Iterator[Sandbox]:
-    """A sandbox that the command line and ``Client.from_environment()`` talk to, with its own cache folder."""
+    """A sandbox that the command line and ``ccoptout_xl.connect()`` talk to, with its own cache folder."""
     with Sandbox(spec, rate_limit=None, daily_quota=None) as sb:
         monkeypatch.setenv("CCOPTOUT_CACHE_DIR", str(cache))
         monkeypatch.setenv("CCOPTOUT_API_URL", sb.base_url)

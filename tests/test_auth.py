@@ -16,13 +16,14 @@ import pytest
 import requests
 from keyring.backend import KeyringBackend
 
-from ccoptout_xl.auth import SignedInTokens
+from ccoptout_xl import connect
+from ccoptout_xl.auth import SignedInTokens, default_token_provider
 from ccoptout_xl.cli import main
 from ccoptout_xl.client import Client
 from ccoptout_xl.config import OAuthApp
-from ccoptout_xl.credentials import FileTokenStore, KeyringTokenStore, Tokens, token_store
+from ccoptout_xl.credentials import TokenFile, TokenKeyring, Tokens, token_keeper
 from ccoptout_xl.exceptions import SignInFailed, SignInRequired
-from ccoptout_xl.query import OptOutQuery, find_optouts
+from ccoptout_xl.query import OptOutQuery, from_api
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.signin import browser_sign_in, device_sign_in
 
@@ -50,7 +51,7 @@ def app() -> OAuthApp:
 
 
 def stored() -> Tokens | None:
-    return token_store(app().client_id).load()
+    return token_keeper(app().client_id).load()
 
 
 def seed_sign_in(sandbox: Sandbox, *, expired: bool = False) -> Tokens:
@@ -59,7 +60,7 @@ def seed_sign_in(sandbox: Sandbox, *, expired: bool = False) -> Tokens:
         sandbox.oauth.clock_offset = -25 * 3600
     tokens = Tokens.from_response(sandbox.oauth.issue())
     sandbox.oauth.clock_offset = 0
-    token_store(app().client_id).save(tokens)
+    token_keeper(app().client_id).save(tokens)
     return tokens
 
 
@@ -153,7 +154,7 @@ def test_a_renewed_sign_in_that_cannot_be_saved_still_serves_this_run(
     def disk_full(self, tokens):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(FileTokenStore, "save", disk_full)
+    monkeypatch.setattr(TokenFile, "save", disk_full)
     assert main(["fetch", "--latest", "2", "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
     assert "could not be saved" in caplog.text and "No space left" in caplog.text
@@ -201,7 +202,7 @@ def test_status_with_an_expired_access_token_does_not_renew_it(sandbox: Sandbox,
 
 def test_expired_access_token_mid_scan_is_renewed_and_the_scan_goes_on(sandbox: Sandbox) -> None:
     seed_sign_in(sandbox)
-    client = Client.from_environment(rate=None)
+    client = Client.from_environment(default_token_provider(), rate=None)
     pages = 0
 
     def after_each_page(fetched: int, total: int | None) -> None:
@@ -210,7 +211,7 @@ def test_expired_access_token_mid_scan_is_renewed_and_the_scan_goes_on(sandbox: 
         if pages == 1:  # a day passes between two pages: every token issued so far is now expired
             sandbox.oauth.clock_offset = 25 * 3600
 
-    result = find_optouts(client, OptOutQuery(include_deleted=True), on_progress=after_each_page, now=ANCHOR)
+    result = from_api(client, OptOutQuery(include_deleted=True), on_progress=after_each_page, now=ANCHOR)
     assert [o.contact_id for o in result] == [o.contact_id for o in truth(sandbox, include_deleted=True)]
     assert pages > 1 and len(refreshes(sandbox)) == 1
     assert 401 in [r.status for r in sandbox.requests]
@@ -218,7 +219,7 @@ def test_expired_access_token_mid_scan_is_renewed_and_the_scan_goes_on(sandbox: 
 
 def test_rotation_keeps_working_across_refreshes(sandbox: Sandbox) -> None:
     first = seed_sign_in(sandbox, expired=True)
-    provider = SignedInTokens(app(), token_store(app().client_id))
+    provider = SignedInTokens(app(), token_keeper(app().client_id))
     second_access = provider.access_token()
     second = stored()
     assert second.refresh_token != first.refresh_token  # rotated, and the new one was stored
@@ -301,8 +302,8 @@ def test_keyring_keeps_three_small_entries_refresh_token_first(sandbox: Sandbox,
     keyring.set_keyring(memory)
     try:
         monkeypatch.delenv("CCOPTOUT_TOKEN_STORE", raising=False)
-        store = token_store(sandbox.oauth.client_id)
-        assert isinstance(store, KeyringTokenStore)
+        store = token_keeper(sandbox.oauth.client_id)
+        assert isinstance(store, TokenKeyring)
         tokens = Tokens.from_response(sandbox.oauth.issue())
         store.save(tokens)
         client_id = sandbox.oauth.client_id
@@ -345,7 +346,7 @@ def _http(sandbox: Sandbox, token: str):
 
 
 def test_file_store_round_trip(tmp_path: Path) -> None:
-    store = FileTokenStore(tmp_path / "t.json")
+    store = TokenFile(tmp_path / "t.json")
     tokens = Tokens("a.b.c", "refresh", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), "contact_data")
     store.save(tokens)
     assert store.load() == tokens
@@ -357,5 +358,5 @@ def test_not_set_up_says_how(monkeypatch, capsys) -> None:
     monkeypatch.delenv("CCOPTOUT_CLIENT_ID", raising=False)
     assert main(["login"]) == 2
     assert "CCOPTOUT_CLIENT_ID" in capsys.readouterr().err
-    with pytest.raises(SignInRequired):
-        Client.from_environment()
+    with pytest.raises(SignInRequired), connect():
+        pass

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,6 +454,13 @@ def target_rows() -> Iterator[Case]:
     def loop(world: World) -> None:
         (world.work / "loop.csv").symlink_to(world.work / "loop.csv")
 
+    def device(world: World) -> None:
+        # A device node of the test's own, never /dev/null: code with the defect would replace the machine's.
+        try:
+            os.mknod(world.work / "null-device", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("device nodes cannot be made here")
+
     def dangling(world: World) -> None:
         (world.work / "dangling.csv").symlink_to(world.work / "gone" / "target.csv")
 
@@ -460,7 +468,7 @@ def target_rows() -> Iterator[Case]:
         ("fifo", fifo, "pipe.csv", 6, "fifo"),
         ("folder", folder, "folder.xlsx", 6, "folder"),
         ("link-loop", loop, "loop.csv", 6, "loop.csv"),
-        ("device", None, "/dev/null", 6, "/dev/null"),
+        ("device", device, "null-device", 6, "a device"),
         ("dangling-link-to-missing-folder", dangling, "dangling.csv", 2, "does not exist"),
         ("name-too-long", None, "n" * 300 + ".xlsx", 6, "cannot write"),
     ]
@@ -578,9 +586,9 @@ def _world(tmp_path: Path, sandbox: Sandbox) -> World:
     world.write("work/existing.csv", "contact_id,email\r\n1,a@example.com\r\n")
     world.write("work/existing.xlsx", b"PK\x03\x04 an earlier report")
     world.write("config/tokens.json", "")
-    from ccoptout_xl.credentials import FileTokenStore
+    from ccoptout_xl.credentials import TokenFile
 
-    FileTokenStore(world.config / "tokens.json").save(world.tokens)
+    TokenFile(world.config / "tokens.json").save(world.tokens)
     world.cache.mkdir()
     return world
 

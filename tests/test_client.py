@@ -7,8 +7,9 @@ import pytest
 from ccoptout_xl.auth import StaticToken
 from ccoptout_xl.client import Client
 from ccoptout_xl.exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
-from ccoptout_xl.http_client import HTTPClient, RequestPacer, RetryPolicy, validate_base_url
+from ccoptout_xl.http_client import HTTPClient, RequestPacer, RetryPolicy
 from ccoptout_xl.sandbox import Fault, Sandbox
+from ccoptout_xl.settings import validate_base_url
 
 from .conftest import make_client
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ccoptout_xl.query import OptOutQuery, find_optouts
+from ccoptout_xl.query import OptOutQuery, from_api
 from ccoptout_xl.sandbox import Sandbox
 
 from . import contract
@@ -22,7 +22,7 @@ def test_every_parameter_the_client_sends_is_declared(sandbox: Sandbox) -> None:
         OptOutQuery(since=ANCHOR - dt.timedelta(days=90), until=ANCHOR, include_deleted=True),
         OptOutQuery(latest=40),
     ):
-        find_optouts(client, query, now=ANCHOR).close()
+        from_api(client, query, now=ANCHOR).close()
     first_pages = [r for r in sandbox.requests if r.path == "/v3/contacts" and "cursor" not in r.query]
     assert len(first_pages) >= 3
     for record in first_pages:

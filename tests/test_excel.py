@@ -13,7 +13,7 @@ from dateutil import tz as dateutil_tz
 from ccoptout_xl import excel
 from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
-from ccoptout_xl.store import fetch_optouts
+from ccoptout_xl.service import get_optouts
 
 from .conftest import ANCHOR, make_client, sandbox_as_api, truth
 
@@ -30,7 +30,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox
 @pytest.fixture
 def synced(sandbox: Sandbox) -> Sandbox:
     """The local store filled from the sandbox, as a Refresh would leave it."""
-    fetch_optouts(make_client(sandbox), OptOutQuery()).close()
+    get_optouts(make_client(sandbox), OptOutQuery()).close()
     return sandbox
 
 

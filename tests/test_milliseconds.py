@@ -21,7 +21,8 @@ from ccoptout_xl import excel
 from ccoptout_xl.cli import main
 from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
-from ccoptout_xl.store import OptOutStore, fetch_optouts
+from ccoptout_xl.service import get_optouts
+from ccoptout_xl.store import OptOutStore
 
 from .conftest import ANCHOR, make_client, sandbox_as_api, truth
 from .test_excel import FakeBook
@@ -148,9 +149,9 @@ def test_every_instant_is_exact_and_has_three_digits(sandbox: Sandbox, capsys, f
 def test_the_store_keeps_the_milliseconds_and_orders_and_filters_by_them(sandbox: Sandbox, planted) -> None:
     client = make_client(sandbox)
     day = OptOutQuery(since=DAY, until=DAY + dt.timedelta(days=1))
-    fetch_optouts(client, day).close()  # the first question syncs the store
+    get_optouts(client, day).close()  # the first question syncs the store
     sandbox.reset_log()
-    answer = fetch_optouts(client, day)  # answered from the store
+    answer = get_optouts(client, day)  # answered from the store
     assert answer.calls == 0 and sandbox.requests == []
     assert [(o.contact_id, o.opt_out_date) for o in answer] == planted
     answer.close()
@@ -200,7 +201,7 @@ def test_the_report_cells_hold_the_milliseconds(planted, capsys, tmp_path: Path)
 
 
 def test_worksheet_functions_return_the_milliseconds(sandbox: Sandbox, planted) -> None:
-    fetch_optouts(make_client(sandbox), OptOutQuery()).close()  # as a Refresh leaves the store
+    get_optouts(make_client(sandbox), OptOutQuery()).close()  # as a Refresh leaves the store
     spilled = excel.OPTOUTS_SINCE(local(DAY), local(DAY + dt.timedelta(days=1)))
     emails = {o.contact_id: o.email for o in truth(sandbox)}
     when = excel.FUNCTION_HEADER.index("Opted out")

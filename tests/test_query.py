@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccoptout_xl.dates import parse_when
-from ccoptout_xl.query import FALLBACK_NOTICE, OptOutQuery, find_optouts
+from ccoptout_xl.query import FALLBACK_NOTICE, OptOutQuery, from_api
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 
 from .conftest import ANCHOR, make_client, truth
@@ -25,7 +25,7 @@ def ids(optouts) -> list[str]:
 
 
 def run(sandbox: Sandbox, query: OptOutQuery, **kwargs):
-    return find_optouts(make_client(sandbox), query, now=ANCHOR, **kwargs)
+    return from_api(make_client(sandbox), query, now=ANCHOR, **kwargs)
 
 
 def test_all_optouts_newest_first(shared_sandbox: Sandbox) -> None:
@@ -114,7 +114,7 @@ def test_a_burst_in_one_second_does_not_make_the_walk_thrash(large_sandbox: Sand
 
 def test_optouts_newer_than_this_computers_clock_are_not_missed(large_sandbox: Sandbox) -> None:
     # This computer's clock is 5 days behind the server's: the newest end of the walk stays open.
-    result = find_optouts(make_client(large_sandbox), OptOutQuery(latest=5), now=ANCHOR - dt.timedelta(days=5))
+    result = from_api(make_client(large_sandbox), OptOutQuery(latest=5), now=ANCHOR - dt.timedelta(days=5))
     assert ids(result) == ids(truth(large_sandbox)[:5])
 
 

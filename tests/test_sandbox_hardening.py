@@ -18,7 +18,7 @@ from ccoptout_xl.auth import SignedInTokens, StaticToken
 from ccoptout_xl.cli import main
 from ccoptout_xl.client import Client
 from ccoptout_xl.config import OAuthApp
-from ccoptout_xl.credentials import FileTokenStore, Tokens
+from ccoptout_xl.credentials import TokenFile, Tokens
 from ccoptout_xl.http_client import HTTPClient
 from ccoptout_xl.sandbox import MAX_CONTACTS, AccountSpec, Fault, Sandbox, SettingError, accounts
 from ccoptout_xl.sandbox.accounts import CACHE_ENV, Account, default_cache_dir, usable_cache_dir
@@ -384,7 +384,7 @@ def test_the_client_retries_a_truncated_body(fresh: Sandbox) -> None:
 
 
 def test_invalidate_fault_kills_live_tokens_and_a_signed_in_client_renews(fresh: Sandbox, tmp_path: Path) -> None:
-    store = FileTokenStore(tmp_path / "tokens.json")
+    store = TokenFile(tmp_path / "tokens.json")
     store.save(Tokens.from_response(fresh.oauth.issue()))
     first = store.load()
     assert first is not None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ccoptout_xl.cli import main
-from ccoptout_xl.credentials import Tokens, token_store
+from ccoptout_xl.credentials import Tokens, token_keeper
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 
 from .conftest import ANCHOR, counts_in_processes
@@ -30,7 +30,7 @@ def signed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandb
         monkeypatch.setenv("CCOPTOUT_CLIENT_ID", sb.oauth.client_id)
         monkeypatch.setenv("CCOPTOUT_AUTH_URL", sb.auth_url)
         monkeypatch.setenv("CCOPTOUT_API_URL", sb.base_url)
-        token_store(sb.oauth.client_id).save(Tokens.from_response(sb.oauth.issue()))
+        token_keeper(sb.oauth.client_id).save(Tokens.from_response(sb.oauth.issue()))
         yield sb
 
 
@@ -191,7 +191,7 @@ def test_eight_processes_hit_by_one_invalidation_refresh_once_and_all_succeed(si
     assert [r.status for r in refreshes] == [200]  # exactly one renewal, no invalid_grant
     unauthorized = [r for r in signed_in.requests if r.status == 401]
     assert len(unauthorized) == 8  # each process was refused once, then succeeded with the renewed token
-    assert token_store(signed_in.oauth.client_id).load().expires_at > dt.datetime.now(dt.timezone.utc)
+    assert token_keeper(signed_in.oauth.client_id).load().expires_at > dt.datetime.now(dt.timezone.utc)
 
 
 def test_a_token_renewed_elsewhere_and_refused_too_is_renewed_again(signed_in: Sandbox, tmp_path: Path) -> None:
@@ -201,7 +201,7 @@ def test_a_token_renewed_elsewhere_and_refused_too_is_renewed_again(signed_in: S
     from ccoptout_xl.http_client import HTTPClient
 
     app = OAuthApp.load()
-    store = token_store(app.client_id)
+    store = token_keeper(app.client_id)
     first, second = (Client(HTTPClient(signed_in.base_url, SignedInTokens(app, store), rate=None)) for _ in range(2))
     with first, second:
         first.contact_counts()

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from ccoptout_xl.cli import main
+from ccoptout_xl.exceptions import QuotaGuard
 from ccoptout_xl.optouts import OptOut
 from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
-from ccoptout_xl.store import OptOutStore, QuotaGuard, fetch_optouts
+from ccoptout_xl.service import get_optouts
+from ccoptout_xl.store import OptOutStore
 
 from .conftest import ANCHOR, make_client, sandbox_as_api, truth
 
@@ -48,18 +50,18 @@ def stored_ids(sandbox: Sandbox, **query) -> list[str]:
 def test_a_repeat_query_within_the_freshness_window_makes_no_call(sandbox: Sandbox) -> None:
     client = make_client(sandbox)
     query = OptOutQuery(since=ANCHOR - dt.timedelta(days=400), latest=50)
-    first = fetch_optouts(client, query)
+    first = get_optouts(client, query)
     assert ids(first) == ids([o for o in truth(sandbox) if o.opt_out_date >= query.since][:50])
     assert first.calls == 3  # the full sync: three pages
     sandbox.reset_log()
     for since_days in (400, 30, 3_000):
-        again = fetch_optouts(client, OptOutQuery(since=ANCHOR - dt.timedelta(days=since_days)))
+        again = get_optouts(client, OptOutQuery(since=ANCHOR - dt.timedelta(days=since_days)))
         assert ids(again) == ids(
             [o for o in truth(sandbox) if o.opt_out_date >= ANCHOR - dt.timedelta(days=since_days)]
         )
         assert again.calls == 0
     assert api_calls(sandbox) == 0
-    deleted = fetch_optouts(client, OptOutQuery(include_deleted=True))
+    deleted = get_optouts(client, OptOutQuery(include_deleted=True))
     assert ids(deleted) == ids(truth(sandbox, include_deleted=True)) and api_calls(sandbox) == 0
 
 
@@ -137,7 +139,7 @@ def test_a_corrupt_store_is_moved_aside_and_rebuilt(sandbox: Sandbox) -> None:
         path = store.path
     path.write_bytes(b"this is not a database" * 100)
     notices: list[str] = []
-    result = fetch_optouts(client, OptOutQuery(), on_notice=notices.append)
+    result = get_optouts(client, OptOutQuery(), on_notice=notices.append)
     assert ids(result) == ids(truth(sandbox))
     assert len(notices) == 1 and "could not be read" in notices[0] and "moved to" in notices[0]
     aside = [p for p in path.parent.iterdir() if ".damaged-" in p.name]
@@ -200,8 +202,8 @@ def test_cache_commands_and_bypassing_the_store(sandbox: Sandbox, capsys, tmp_pa
 
 def test_stored_optouts_are_the_same_records(sandbox: Sandbox) -> None:
     client = make_client(sandbox)
-    fetch_optouts(client, OptOutQuery()).close()
-    stored = list(fetch_optouts(client, OptOutQuery(include_deleted=True)))
+    get_optouts(client, OptOutQuery()).close()
+    stored = list(get_optouts(client, OptOutQuery(include_deleted=True)))
     expected: list[OptOut] = truth(sandbox, include_deleted=True)
     assert [(o.contact_id, o.opt_out_date, o.opt_out_reason, o.list_ids, o.deleted) for o in stored] == [
         (o.contact_id, o.opt_out_date, o.opt_out_reason, o.list_ids, o.deleted) for o in expected

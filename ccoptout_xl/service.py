@@ -1,0 +1,385 @@
+"""What a user can do: the use cases that the command line, Excel and scripts all call.
+
+Each use case opens what it needs (the API client, the local store, the sign-in), counts every API call it makes
+against the account's daily quota, and *returns* its notices (the full-scan fallback, "answering from stored data
+past the quota guard", an extra the API refused) with its result; ``on_notice`` also hears them as they happen, for
+a front end that shows them live. Nothing here prints or writes a workbook cell: the front ends show the results.
+
+Layers (``docs/architecture.md``): front ends (``cli``, ``excel``) -> this module -> store, query, report, sign-in
+-> API client -> transport -> leaves (settings, text, dates, files, formats, table, optouts, exceptions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .auth import SignedInTokens, StaticToken, default_token_provider
+from .client import Client
+from .config import OAuthApp, config_file
+from .credentials import SIGN_IN_AGAIN, Tokens, token_keeper
+from .dates import zone_name
+from .exceptions import ApiError, QuotaGuard, SignInRequired
+from .http_client import HTTPClient, RetryPolicy, TokenProvider
+from .optouts import OptOut
+from .query import MAX_LATEST, Notice, OptOutQuery, Progress, QueryResult, from_api
+from .report import ReportInfo, ReportSummary, write_report
+from .settings import API_URL_ENV, DEFAULT_API_URL, env, validate_base_url
+from .store import MAX_AGE, OptOutStore, StoreState, SyncReport
+
+__all__ = [
+    "MAX_LATEST",
+    "Answer",
+    "Notices",
+    "OptOut",
+    "OptOutQuery",
+    "ReportResult",
+    "SignInStatus",
+    "StorePolicy",
+    "cache_state",
+    "clear_cache",
+    "config_file",
+    "connect",
+    "get_optouts",
+    "last_store",
+    "make_report",
+    "sign_in",
+    "sign_in_status",
+    "sign_out",
+    "sync",
+    "write_workbook",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEMO_CONTACTS = 20_000
+DEMO_SEED = 1
+
+
+@dataclass(frozen=True)
+class StorePolicy:
+    """How a question uses the local opt-out store."""
+
+    use_store: bool = True  # False: ask the API directly and leave the store alone (--no-cache, the demo)
+    refresh: bool = False  # sync first, however fresh the store is (--refresh, Excel's Refresh)
+    max_age: dt.timedelta = MAX_AGE  # a store synced within this long is fresh enough (--max-age)
+    force: bool = False  # sync even past the daily quota guard (--force)
+
+
+class Notices(list[str]):
+    """The notices of one use case, in order; each is also passed to ``on_notice`` as it happens."""
+
+    def __init__(self, on_notice: Notice | None = None) -> None:
+        super().__init__()
+        self._forward = on_notice
+
+    def __call__(self, message: str) -> None:
+        self.append(message)
+        if self._forward is not None:
+            self._forward(message)
+
+
+@dataclass
+class Answer:
+    """The opt-outs a question asks for (newest first: iterate ``optouts``, then ``close()``), the list names when
+    asked for, the API calls it took and its notices."""
+
+    optouts: QueryResult
+    calls: int
+    notices: Notices
+    list_names: dict[str, str] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[OptOut]:
+        return iter(self.optouts)
+
+    def __len__(self) -> int:
+        return len(self.optouts)
+
+    def close(self) -> None:
+        self.optouts.close()
+
+
+@dataclass
+class ReportResult:
+    """What writing a report did: its summary, where it is, the API calls and the notices."""
+
+    summary: ReportSummary
+    path: Path
+    calls: int
+    notices: Notices
+
+
+@dataclass
+class SignInStatus:
+    """What is known of the sign-in without renewing it (``ccoptout-xl status``)."""
+
+    app: OAuthApp | None
+    kept_in: str | None = None
+    tokens: Tokens | None = None
+    account_name: str | None = None
+
+
+# -- the API ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def connect(*, demo: bool = False, tokens: TokenProvider | None = None, **http: Any) -> Iterator[Client]:
+    """An API client: the API in ``CCOPTOUT_API_URL`` with the stored sign-in (or ``CCOPTOUT_ACCESS_TOKEN``), or
+    with ``demo`` an in-process sandbox account of its own (gone when the block ends)."""
+    if not demo:
+        with Client.from_environment(tokens or default_token_provider(), **http) as client:
+            yield client
+        return
+    from .sandbox import AccountSpec, Sandbox
+
+    with (
+        Sandbox(AccountSpec(contacts=DEMO_CONTACTS, seed=DEMO_SEED)) as sandbox,
+        Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token), **http)) as client,
+    ):
+        yield client
+
+
+def account_name(client: Client, notice: Notice | None = None) -> str | None:
+    """The account's organisation name; None (after a notice) if the API refuses it."""
+    summary = _optional(client.account_summary, {}, "the account's name", notice if notice is not None else log.info)
+    return str(summary.get("organization_name") or "") or None
+
+
+# -- questions and syncs ---------------------------------------------------------------------------------------
+
+
+def get_optouts(
+    client: Client,
+    query: OptOutQuery,
+    policy: StorePolicy = StorePolicy(),
+    *,
+    list_names: bool = False,
+    on_progress: Progress | None = None,
+    on_notice: Notice | None = None,
+) -> Answer:
+    """The opt-outs ``query`` asks for, newest first: from the local store (synced first when older than
+    ``policy.max_age``, or when ``policy.refresh``; past the quota guard, from what is stored, after a notice), or
+    with ``policy.use_store`` False from the API. With ``list_names`` the account's list names come too (an extra:
+    ids are shown if the API refuses them). Every call is counted against today's quota."""
+    notices, before = Notices(on_notice), client.stats.calls
+    result = _optouts(client, query, policy, on_progress, notices)
+    try:
+        names = _optional(client.list_names, {}, "list names", notices) if list_names else {}
+    except BaseException:
+        result.close()
+        raise
+    finally:
+        _count_calls(client)
+    return Answer(result, client.stats.calls - before, notices, names)
+
+
+def sync(
+    client: Client,
+    *,
+    full: bool = False,
+    force: bool = False,
+    on_progress: Progress | None = None,
+    on_notice: Notice | None = None,
+) -> SyncReport:
+    """Bring the local store of ``client``'s account up to date (see :meth:`OptOutStore.sync`)."""
+    with OptOutStore.for_client(client, on_notice=Notices(on_notice)) as store:
+        return store.sync(client, full=full, force=force, on_progress=on_progress)
+
+
+def make_report(
+    client: Client,
+    query: OptOutQuery,
+    path: str | os.PathLike[str],
+    policy: StorePolicy = StorePolicy(),
+    *,
+    zone: dt.tzinfo = dt.timezone.utc,
+    query_text: str = "",
+    on_progress: Progress | None = None,
+    on_notice: Notice | None = None,
+) -> ReportResult:
+    """Write the Excel report of the opt-outs ``query`` asks for to ``path`` (atomically), with list names and the
+    account's name (extras: the report is written without them, after a notice, if the API refuses them)."""
+    before = client.stats.calls
+    answer = get_optouts(client, query, policy, list_names=True, on_progress=on_progress, on_notice=on_notice)
+    try:
+        name = account_name(client, answer.notices)
+        _count_calls(client)
+        info = ReportInfo(
+            query=query_text or query.describe(zone),
+            covers=query.describe(zone),
+            time_zone=zone_name(zone),
+            account_name=name or "",
+            api_calls=client.stats.calls - before,
+            since=query.since,
+            until=query.until,
+            latest=query.latest,
+        )
+        summary = write_report(answer.optouts, path, zone=zone, list_names=answer.list_names, info=info)
+    finally:
+        answer.close()
+    return ReportResult(summary, Path(path), client.stats.calls - before, answer.notices)
+
+
+# -- the local store, without the network -----------------------------------------------------------------------
+
+
+def cache_state(*, on_notice: Notice | None = None) -> StoreState:
+    """Where the local store of the signed-in account is, what it holds, how fresh: no API call, no renewal."""
+    with _account_store(on_notice) as store:
+        return store.state()
+
+
+def clear_cache(*, on_notice: Notice | None = None) -> int:
+    """Forget the stored opt-outs (waiting for a sync in progress); return how many there were. No API call."""
+    with _account_store(on_notice) as store:
+        rows = store.state().rows
+        store.clear()
+        return rows
+
+
+@contextlib.contextmanager
+def last_store() -> Iterator[OptOutStore | None]:
+    """The store most recently synced, found without any token or API call (for worksheet functions, which must
+    never wait on the network); None before the first sync."""
+    store = OptOutStore.last_used()
+    if store is None:
+        yield None
+        return
+    with store:
+        yield store if store.last_sync_at is not None else None
+
+
+# -- signing in ----------------------------------------------------------------------------------------------
+
+
+def sign_in(
+    *,
+    browser: bool = False,
+    opener: Callable[[str], Any] | None = None,
+    show: Callable[[str], None] | None = None,
+) -> tuple[str, str | None]:
+    """Sign in (the device flow, or with ``browser`` the authorization code flow with PKCE) and keep the sign-in;
+    return where it is kept and the account's name (None if it cannot be read)."""
+    from .signin import browser_sign_in, device_sign_in
+
+    app = OAuthApp.load()
+    keeper = token_keeper(app.client_id)
+    if browser:
+        tokens = browser_sign_in(app, opener=opener or (lambda url: None))
+    else:
+        tokens = device_sign_in(app, opener=opener, **({"show": show} if show else {}))
+    keeper.save(tokens)
+    return keeper.where, _name_with(tokens.access_token)
+
+
+def sign_out() -> tuple[bool, str]:
+    """Forget the kept sign-in; return whether there was one, and where it was kept."""
+    keeper = token_keeper(OAuthApp.load().client_id)
+    return keeper.clear(), keeper.where
+
+
+def sign_in_status() -> SignInStatus:
+    """The app, where the sign-in is kept, its tokens' expiry and the account's name: never a renewal (the account
+    is asked for only while the access token is valid)."""
+    app = OAuthApp.load_optional()
+    if app is None:
+        return SignInStatus(None)
+    keeper = token_keeper(app.client_id)
+    tokens = keeper.load()
+    status = SignInStatus(app, keeper.where, tokens)
+    now = dt.datetime.now(dt.timezone.utc)
+    if tokens is not None and (tokens.expires_at is None or tokens.expires_at > now):
+        status.account_name = _name_with(tokens.access_token)
+    return status
+
+
+# -- the workbook ----------------------------------------------------------------------------------------------
+
+
+def write_workbook(dest: str | os.PathLike[str]) -> tuple[Path, str]:
+    """Write a copy of OptOuts.xlsm set up for this Python to ``dest``; return it and the interpreter it names."""
+    from .workbook import interpreter
+    from .workbook import write_workbook as write_copy
+
+    return write_copy(Path(dest)), interpreter()
+
+
+# -- inside ------------------------------------------------------------------------------------------------------
+
+
+def _optouts(
+    client: Client, query: OptOutQuery, policy: StorePolicy, on_progress: Progress | None, notices: Notices
+) -> QueryResult:
+    if not policy.use_store:
+        return from_api(client, query, on_progress=on_progress, on_notice=notices)
+    store = OptOutStore.for_client(client, on_notice=notices)
+    try:
+        calls = 0
+        if policy.refresh or not store.is_fresh(policy.max_age):
+            try:
+                calls = store.sync(client, force=policy.force, on_progress=on_progress).calls
+            except QuotaGuard as guard:
+                synced = store.last_sync_at
+                if synced is None:
+                    raise
+                notices(f"{guard} Answering from the opt-outs stored at {synced:%Y-%m-%d %H:%M} UTC.")
+        result = store.query(query, close_store=True)
+        result.calls = calls
+        return result
+    except BaseException:
+        store.close()
+        raise
+
+
+def _count_calls(client: Client) -> None:
+    """Count what ``client`` spent and has not counted yet (list names, the account, --no-cache) against today's
+    quota, in the account's store if it has one (``--no-cache`` never creates a store)."""
+    uncounted = client.stats.calls - client.calls_counted
+    if uncounted <= 0:
+        return
+    try:
+        if OptOutStore.path_for(client).is_file():
+            with OptOutStore.for_client(client) as store:
+                store.count_calls(client)
+    except OSError as exc:  # the work is done (the file written): only the guard's count is lost
+        log.warning("note: %d API calls could not be counted against today's quota: %s", uncounted, exc)
+
+
+@contextlib.contextmanager
+def _account_store(on_notice: Notice | None) -> Iterator[OptOutStore]:
+    """The store of the signed-in account, named from the kept token as it is (never renewed: no network)."""
+    provider = default_token_provider()
+    if isinstance(provider, SignedInTokens):
+        kept = provider.keeper.load()
+        if kept is None:
+            raise SignInRequired(f"Not signed in ({provider.keeper.where} holds no sign-in); {SIGN_IN_AGAIN}.")
+        token = kept.access_token
+    else:
+        token = provider.access_token()
+    base_url = validate_base_url(env(API_URL_ENV) or DEFAULT_API_URL)
+    with OptOutStore.at(base_url, token, on_notice=on_notice) as store:
+        yield store
+
+
+def _name_with(access_token: str) -> str | None:
+    """The account's name, with this access token as it is (no renewal); None if it cannot be read."""
+    try:
+        with connect(tokens=StaticToken(access_token), retry=RetryPolicy(attempts=2)) as client:
+            return account_name(client)
+    except ApiError:
+        return None
+
+
+def _optional(fetch: Callable[[], T], fallback: T, what: str, notice: Notice) -> T:
+    """``fetch()``, or ``fallback`` after a notice if the API refuses it (for extras such as list names)."""
+    try:
+        return fetch()
+    except ApiError as exc:
+        notice(f"Could not read {what} ({exc}); going on without it.")
+        return fallback
