@@ -110,15 +110,15 @@ def write_report(
     """Write the report for ``optouts`` (newest first, as a query returns them) to ``path``; return its summary."""
     info = info or ReportInfo()
     list_names = list_names or {}
-    workbook = Workbook(write_only=True)
+    xlsx = Workbook(write_only=True)
     summary = ReportSummary()
     try:
         try:  # openpyxl stages each sheet's rows in a temporary file
-            _write_optouts(workbook, optouts, zone, list_names, summary)
+            _write_optouts(xlsx, optouts, zone, list_names, summary)
             start, end = _covered(info, summary, zone)
             summary.bucket(*_charted(start, end, summary, dt.datetime.now(zone).date()))
-            _write_summary(workbook, summary, start, end)
-            _write_about(workbook, info, summary)
+            _write_summary(xlsx, summary, start, end)
+            _write_about(xlsx, info, summary)
         except Exception as exc:
             # lxml reports libxml2's failed write as SerialisationError('IO_ENOSPC'), with no errno.
             if disk_full(exc) or "ENOSPC" in str(exc):
@@ -126,12 +126,12 @@ def write_report(
             raise
         with atomic_path(path) as temporary:
             try:
-                workbook.save(temporary)
+                xlsx.save(temporary)
             except BaseException as exc:
                 abandon_zip_files(exc, temporary)  # before the temporary file is deleted, and never finished later
                 raise
     except BaseException:
-        _discard(workbook)
+        _discard(xlsx)
         raise
     return summary
 
@@ -168,13 +168,13 @@ def _local_day(moment: dt.datetime, zone: dt.tzinfo) -> dt.date:
         return moment.date()
 
 
-def _discard(workbook: Workbook) -> None:
-    """Close a write-only workbook that will not be saved, and delete the temporary files openpyxl made for it.
+def _discard(xlsx: Workbook) -> None:
+    """Close a write-only report that will not be saved, and delete the temporary files openpyxl made for it.
 
     openpyxl has no public way to abandon a write-only workbook; these calls are guarded, so a change in its
     internals can only leave a temporary file behind, never fail the caller.
     """
-    for sheet in workbook.worksheets:
+    for sheet in xlsx.worksheets:
         with contextlib.suppress(Exception):
             sheet.close()
         writer = getattr(sheet, "_writer", None)
@@ -186,8 +186,8 @@ def _discard(workbook: Workbook) -> None:
 # -- sheets --------------------------------------------------------------------------------------------------
 
 
-def _write_optouts(workbook: Workbook, optouts: Iterable[OptOut], zone, list_names, summary: ReportSummary) -> None:
-    sheet = workbook.create_sheet("Opt-outs")
+def _write_optouts(xlsx: Workbook, optouts: Iterable[OptOut], zone, list_names, summary: ReportSummary) -> None:
+    sheet = xlsx.create_sheet("Opt-outs")
     sheet.freeze_panes = "A2"
     _print_landscape(sheet)
     sheet.print_title_rows = "1:1"
@@ -211,8 +211,8 @@ def _write_optouts(workbook: Workbook, optouts: Iterable[OptOut], zone, list_nam
         sheet.add_table(table)
 
 
-def _write_summary(workbook: Workbook, summary: ReportSummary, start: dt.date | None, end: dt.date | None) -> None:
-    sheet = workbook.create_sheet("Summary")
+def _write_summary(xlsx: Workbook, summary: ReportSummary, start: dt.date | None, end: dt.date | None) -> None:
+    sheet = xlsx.create_sheet("Summary")
     _print_landscape(sheet)
     sheet.column_dimensions["A"].width = 44
     sheet.column_dimensions["B"].width = 14
@@ -249,8 +249,8 @@ def _write_summary(workbook: Workbook, summary: ReportSummary, start: dt.date | 
         sheet.add_chart(chart, "D3")
 
 
-def _write_about(workbook: Workbook, info: ReportInfo, summary: ReportSummary) -> None:
-    sheet = workbook.create_sheet("About")
+def _write_about(xlsx: Workbook, info: ReportInfo, summary: ReportSummary) -> None:
+    sheet = xlsx.create_sheet("About")
     sheet.column_dimensions["A"].width = 22
     sheet.column_dimensions["B"].width = 70
     generated = info.generated_at.astimezone(dt.timezone.utc).replace(tzinfo=None)

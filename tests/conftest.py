@@ -20,6 +20,7 @@ from ccoptout_xl.http_client import HTTPClient, RetryPolicy
 from ccoptout_xl.optouts import OptOut
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.sandbox.accounts import CACHE_ENV
+from ccoptout_xl.settings import VARIABLES
 
 # A fixed "now" for the synthetic accounts, so tests see the same data every day.
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
@@ -71,16 +72,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         "CCOPTOUT_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
     }
-    cleared = [
-        "CCOPTOUT_CLIENT_ID",
-        "CCOPTOUT_CLIENT_SECRET",
-        "CCOPTOUT_AUTH_URL",
-        "CCOPTOUT_REDIRECT_URI",
-        "CCOPTOUT_ACCESS_TOKEN",
-        "CCOPTOUT_API_URL",
-        "CCOPTOUT_TOKEN_STORE",
-        "CCOPTOUT_RATE_LIMIT",
-    ]
+    cleared = [name for name in VARIABLES if name not in settings]  # every CCOPTOUT_* setting, from one list
     previous = {name: os.environ.get(name) for name in [*settings, *cleared]}
     for name in cleared:
         os.environ.pop(name, None)

@@ -130,3 +130,15 @@ def test_the_public_api_is_what_the_command_line_uses() -> None:
         assert getattr(ccoptout_xl, name) is getattr(service, name)
         assert f"service.{name}(" in (PACKAGE / "cli.py").read_text(encoding="utf-8")
     assert cli.service is service
+
+
+def test_settings_are_read_in_one_place() -> None:
+    import re
+
+    from ccoptout_xl.settings import VARIABLES
+
+    for path in PACKAGE.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if path.name != "settings.py":
+            assert "os.environ" not in text and "getenv" not in text, f"{path.name} reads the environment"
+        assert set(re.findall(r"CCOPTOUT_[A-Z_]+", text)) <= set(VARIABLES), path.name
