@@ -20,7 +20,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 from .exceptions import ConfigError, SignInRequired
 from .files import atomic_path, retry_while_busy
@@ -71,7 +71,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_TOKEN_LENGTH = 8192
 
 
-def is_token(text: object) -> bool:
+def is_token(text: object) -> TypeGuard[str]:
     """Whether ``text`` has the shape of a bearer token (RFC 6750 ``b64token``, at most 8 KiB)."""
     return isinstance(text, str) and len(text) <= MAX_TOKEN_LENGTH and _TOKEN.fullmatch(text) is not None
 

@@ -160,8 +160,13 @@ def _blank(value: Any) -> bool:
 
 
 def _local(moment: dt.datetime | None) -> dt.datetime | None:
+    """A naive local datetime, as Excel shows dates (None stays None)."""
+    return None if moment is None else _naive_local(moment)
+
+
+def _naive_local(moment: dt.datetime) -> dt.datetime:
     """A naive local datetime, as Excel shows dates; to the microsecond, so the API's milliseconds stay."""
-    return None if moment is None else moment.astimezone(dateutil_tz.tzlocal()).replace(tzinfo=None)
+    return moment.astimezone(dateutil_tz.tzlocal()).replace(tzinfo=None)
 
 
 def serial(local: dt.datetime) -> float:
@@ -217,7 +222,7 @@ def table_row(optout: OptOut, list_names: dict[str, str] | None = None) -> list[
     milliseconds would be lost; a number reaches Excel as it is on every platform. The columns and their order
     are the workbook's table's and the report's (:data:`~ccoptout_xl.columns.COLUMNS`)."""
     values = (column.value(optout, list_names) for column in COLUMNS)
-    return [serial(_local(value)) if isinstance(value, dt.datetime) else neutralise(value) for value in values]
+    return [serial(_naive_local(value)) if isinstance(value, dt.datetime) else neutralise(value) for value in values]
 
 
 def write_table(sheet: Any, rows: list[list[Any]]) -> None:

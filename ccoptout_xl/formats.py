@@ -13,7 +13,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable
-from typing import TextIO
+from typing import IO
 
 from .optouts import OptOut
 from .text import plural, writes_utf8
@@ -60,13 +60,13 @@ def neutralise(text: str) -> str:
     return "'" + text if text.lstrip(_INVISIBLE).startswith(FORMULA_TRIGGERS) else text
 
 
-def write_optouts(optouts: Iterable[OptOut], out: TextIO, fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
+def write_optouts(optouts: Iterable[OptOut], out: IO[str], fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
     """Write ``optouts`` to ``out`` in ``fmt`` (``table``, ``csv`` or ``json``); return how many rows."""
     writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[fmt]
     return writer(optouts, out, zone, raw)
 
 
-def _write_json(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
+def _write_json(optouts: Iterable[OptOut], out: IO[str], zone: dt.tzinfo, raw: bool) -> int:
     # A stream that is not UTF-8 (a Windows console redirect in cp1252) gets \u escapes: still exactly the data.
     ascii_only = not writes_utf8(out)
     count = 0
@@ -79,7 +79,7 @@ def _write_json(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bo
     return count
 
 
-def _write_csv(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
+def _write_csv(optouts: Iterable[OptOut], out: IO[str], zone: dt.tzinfo, raw: bool) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(FIELDS)
     count = 0
@@ -94,7 +94,7 @@ def _write_csv(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: boo
 _TABLE_COLUMNS = (("Opted out", 25), ("Email", 34), ("Name", 24), ("Source", 7), ("Reason", 40))
 
 
-def _write_table(optouts: Iterable[OptOut], out: TextIO, zone: dt.tzinfo, raw: bool) -> int:
+def _write_table(optouts: Iterable[OptOut], out: IO[str], zone: dt.tzinfo, raw: bool) -> int:
     def line(cells: Iterable[str]) -> str:
         return "  ".join(_fit(c, w) for c, (_, w) in zip(cells, _TABLE_COLUMNS, strict=True)).rstrip() + "\n"
 
@@ -117,7 +117,8 @@ def _fit(text: str, width: int) -> str:
     Control characters (terminal escapes) from the API are shown as spaces.
     """
     text = _CONTROL.sub(" ", text)
-    cells, used = [], 0
+    cells: list[str] = []
+    used = 0
     for char in text:
         size = 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
         if used + size > width:

@@ -19,7 +19,7 @@ import datetime as dt
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -196,7 +196,7 @@ class _Search:
             params["optout_before"] = before + PAD
         return params
 
-    def _pages(self, after: dt.datetime | None, before: dt.datetime | None) -> Iterator[Page]:
+    def _pages(self, after: dt.datetime | None, before: dt.datetime | None) -> Generator[Page, None, None]:
         """Pages of the opt-outs the server holds in ``[after, before)`` (padded)."""
         params = self._params(after, before)
         pages = self.client.contact_pages(**params)

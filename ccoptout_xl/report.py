@@ -143,6 +143,7 @@ def _covered(info: ReportInfo, summary: ReportSummary, zone: dt.tzinfo) -> tuple
     if info.latest is not None:
         return first, last
     start = _local_day(info.since, zone) if info.since else first
+    end: dt.date | None
     if info.until:
         end = _local_day(info.until - dt.timedelta(microseconds=1), zone)  # until is exclusive
     else:

@@ -147,7 +147,10 @@ def connect(*, demo: bool = False, tokens: TokenProvider | None = None, **http: 
 
 def account_name(client: Client, notice: Notice | None = None) -> str | None:
     """The account's organisation name; None (after a notice) if the API refuses it."""
-    summary = _optional(client.account_summary, {}, "the account's name", notice if notice is not None else log.info)
+    nothing: dict[str, Any] = {}
+    summary = _optional(
+        client.account_summary, nothing, "the account's name", notice if notice is not None else log.info
+    )
     return str(summary.get("organization_name") or "") or None
 
 
@@ -170,7 +173,8 @@ def get_optouts(
     notices, before = Notices(on_notice), client.stats.calls
     result = _optouts(client, query, policy, on_progress, notices)
     try:
-        names = _optional(client.list_names, {}, "list names", notices) if list_names else {}
+        nothing: dict[str, str] = {}
+        names = _optional(client.list_names, nothing, "list names", notices) if list_names else nothing
     except BaseException:
         result.close()
         raise
@@ -273,7 +277,7 @@ def sign_in(
     if browser:
         tokens = browser_sign_in(app, opener=opener or (lambda url: None))
     else:
-        tokens = device_sign_in(app, opener=opener, **({"show": show} if show else {}))
+        tokens = device_sign_in(app, opener=opener, show=show or print)
     keeper.save(tokens)
     return keeper.where, _name_with(tokens.access_token)
 

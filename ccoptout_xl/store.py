@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -102,7 +103,11 @@ class StoredOptOuts:
         failures: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         self._table = table
-        self._filters = {"since": query.since, "until": query.until, "include_deleted": query.include_deleted}
+        self._filters: dict[str, Any] = {
+            "since": query.since,
+            "until": query.until,
+            "include_deleted": query.include_deleted,
+        }
         self._on_close = on_close
         self._failures = failures  # turns a failure of the file into one clear line (StoreError)
 

@@ -73,7 +73,7 @@ def _set_cells(sheet_xml: str, values: dict[str, str]) -> str:
     for cell, value in values.items():
         pattern = rf'(<c r="{cell}"[^>]*t="inlineStr"[^>]*><is><t[^>]*>)[^<]*(</t>)'
         text = escape(value)
-        sheet_xml, found = re.subn(pattern, lambda m, text=text: m.group(1) + text + m.group(2), sheet_xml)
+        sheet_xml, found = re.subn(pattern, lambda m: m.group(1) + text + m.group(2), sheet_xml)  # noqa: B023
         if found != 1:
             raise ConfigError(f"The workbook's xlwings.conf sheet has no cell {cell} to set: reinstall ccoptout-xl.")
     return sheet_xml

@@ -424,6 +424,7 @@ class Account:
 
         def apply(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if ids is None:
+                assert count is not None  # checked above: a count, or the contacts
                 rows = conn.execute(
                     f"SELECT {_CHANGE_COLUMNS} FROM contacts"
                     f" WHERE state IN ({', '.join('?' * len(ACTIVE_STATES))}) AND email_updated <= ?"

@@ -143,7 +143,7 @@ def _cursor_state(q: ContactQuery) -> dict[str, Any]:
 
 def _from_cursor(state: dict[str, Any]) -> ContactQuery:
     try:
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in state.items()}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in state.items()}
         q = ContactQuery(**values)
         ints = (q.limit, q.after_seq, *q.states)
         if not all(isinstance(v, int) for v in ints) or not 1 <= q.limit <= MAX_LIMIT:

@@ -322,12 +322,13 @@ class OAuthServer:
     def _authenticate(self, form: dict[str, str], authorization: str | None) -> OAuthClient:
         """The calling client: HTTP Basic (confidential, or public with an empty secret) or client_id in the body."""
         basic = _basic_credentials(authorization)
+        secret: str | None
         if basic is not None:
             client_id, secret = basic
             if form.get("client_id") not in (None, client_id):
                 raise OAuthError("invalid_client", "client_id in the body differs from the Basic credentials.", 401)
         else:
-            client_id, secret = form.get("client_id") or "", form.get("client_secret")
+            client_id, secret = (form.get("client_id") or ""), form.get("client_secret")
         if not client_id:
             raise OAuthError("invalid_client", "Send client_id, or HTTP Basic client_id:client_secret.", 401)
         with self._lock:
