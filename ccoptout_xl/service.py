@@ -25,7 +25,7 @@ from .client import Client
 from .config import OAuthApp, config_file
 from .credentials import SIGN_IN_AGAIN, Tokens, token_keeper
 from .dates import zone_name
-from .exceptions import ApiError, QuotaGuard, SignInRequired
+from .exceptions import ApiError, QuotaGuard, SignInRequired, StoreError
 from .http_client import HTTPClient, RetryPolicy, TokenProvider
 from .optouts import OptOut
 from .query import MAX_LATEST, Notice, OptOutQuery, Progress, QueryResult, from_api
@@ -171,13 +171,14 @@ def get_optouts(
     with ``policy.use_store`` False from the API. With ``list_names`` the account's list names come too (an extra:
     ids are shown if the API refuses them). Every call is counted against today's quota."""
     notices, before = Notices(on_notice), client.stats.calls
-    result = _optouts(client, query, policy, on_progress, notices)
-    try:
-        nothing: dict[str, str] = {}
-        names = _optional(client.list_names, nothing, "list names", notices) if list_names else nothing
-    except BaseException:
-        result.close()
-        raise
+    try:  # the calls count, whatever happens
+        result = _optouts(client, query, policy, on_progress, notices)
+        try:
+            nothing: dict[str, str] = {}
+            names = _optional(client.list_names, nothing, "list names", notices) if list_names else nothing
+        except BaseException:
+            result.close()
+            raise
     finally:
         _count_calls(client)
     return Answer(result, client.stats.calls - before, notices, names)
@@ -351,7 +352,7 @@ def _count_calls(client: Client) -> None:
         if OptOutStore.path_for(client).is_file():
             with OptOutStore.for_client(client) as store:
                 store.count_calls(client)
-    except OSError as exc:  # the work is done (the file written): only the guard's count is lost
+    except (StoreError, OSError) as exc:  # the work is done (or failed already): only the guard's count is lost
         log.warning("note: %d API calls could not be counted against today's quota: %s", uncounted, exc)
 
 

@@ -87,3 +87,14 @@ def test_the_library_answers_what_the_command_line_prints(sandbox: Sandbox, caps
     assert main(["fetch", "--latest", "7", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
     assert [line.split(",")[1] for line in lines] == emails and len(emails) == 7
+
+
+def test_calls_of_a_question_that_fails_midway_are_counted_too(sandbox: Sandbox, tmp_path: Path) -> None:
+    from ccoptout_xl.sandbox import Fault
+
+    assert main(["sync"]) == 0
+    before = calls_today()
+    sandbox.reset_log()
+    sandbox.faults.add(Fault(kind="malformed", at_request=2))  # the second page is not JSON: not retried
+    assert main(["fetch", "--no-cache", "-o", str(tmp_path / "out.csv")]) == 3
+    assert api_calls(sandbox) == 2 and calls_today() == before + 2
