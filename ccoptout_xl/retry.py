@@ -6,7 +6,7 @@ try again, or stop? :func:`decide` answers it (a number of seconds, or ``None``:
 one). The loops only act on the answers. Sleeping and the jitter's random numbers are parameters (``sleep``,
 ``uniform``), so a test decides time instead of waiting for it.
 
-This is a leaf module: it imports only the standard library and :mod:`ccoptout_xl.exceptions`.
+A leaf module: it imports nothing of the package (the standard library only).
 """
 
 from __future__ import annotations
