@@ -24,12 +24,37 @@ from ccoptout_xl.settings import VARIABLES
 
 # A fixed "now" for the synthetic accounts, so tests see the same data every day.
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
-FAST_RETRY = RetryPolicy(attempts=4, throttled_attempts=8, base_delay=0.01, max_delay=0.05)
+# Retries wait for nothing: each backoff is decided as usual and never slept (tests/test_retry.py checks them).
+FAST_RETRY = RetryPolicy(attempts=4, throttled_attempts=8, base_delay=0.01, max_delay=0.05, sleep=lambda seconds: None)
 
 
 def make_client(sandbox: Sandbox, *, rate: float | None = None, retry: RetryPolicy = FAST_RETRY, **kwargs) -> Client:
-    """A client for ``sandbox``; unpaced and with short backoffs unless a test asks otherwise."""
+    """A client for ``sandbox``; unpaced and with backoffs that are not slept unless a test asks otherwise."""
     return Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token), rate=rate, retry=retry, **kwargs))
+
+
+class FakeTime:
+    """A clock that moves only when slept on, for retry and pacing tests that must not wait.
+
+    Its ``sleep`` goes to the code under test, the instance itself is that code's clock, and :meth:`drive` puts the
+    sandbox's rate windows (the API's and the token endpoint's) on it too: a wait slept here is one the sandbox saw
+    pass, and one not slept is one it did not."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+
+    def drive(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+        monkeypatch.setattr(sandbox._limits, "_monotonic", self)
+        monkeypatch.setattr(sandbox.oauth._window, "_monotonic", self)
+        return self
 
 
 def counts_in_processes(count: int, before_the_race: str = "pass") -> list[str]:

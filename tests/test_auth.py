@@ -27,7 +27,7 @@ from ccoptout_xl.query import OptOutQuery, from_api
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.signin import browser_sign_in, device_sign_in
 
-from .conftest import ANCHOR, counts_in_processes, truth
+from .conftest import ANCHOR, FakeTime, counts_in_processes, truth
 
 DAY = 24 * 3600
 
@@ -84,12 +84,19 @@ def test_device_flow_end_to_end(sandbox: Sandbox) -> None:
     assert Client(_http(sandbox, tokens.access_token)).contact_counts() == sandbox.account.counts()
 
 
-def test_device_flow_refused_or_expired(sandbox: Sandbox) -> None:
+def test_device_flow_refused_or_expired(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime().drive(sandbox, monkeypatch)  # polls and the token endpoint's pace, none of it slept
     with pytest.raises(SignInFailed, match="refused"):
-        device_sign_in(app(), show=lambda text: sandbox.oauth.deny(text.rsplit(" ", 1)[1]), opener=None)
+        device_sign_in(
+            app(),
+            show=lambda text: sandbox.oauth.deny(text.rsplit(" ", 1)[1]),
+            opener=None,
+            sleep=clock.sleep,
+            clock=clock,
+        )
     sandbox.oauth.device_expires_in = 0.3
     with pytest.raises(SignInFailed, match="expired before it was approved"):
-        device_sign_in(app(), show=lambda text: None, opener=None)
+        device_sign_in(app(), show=lambda text: None, opener=None, sleep=clock.sleep, clock=clock)
 
 
 def browser(approve: str = "approve", tamper_state: bool = False):
@@ -161,13 +168,15 @@ def test_a_renewed_sign_in_that_cannot_be_saved_still_serves_this_run(
 
 
 def test_confidential_app_signs_in_with_its_secret(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime().drive(sandbox, monkeypatch)
     sandbox.oauth.register_client("confidential-app", secret="s3cret-value")
     monkeypatch.setenv("CCOPTOUT_CLIENT_ID", "confidential-app")
     monkeypatch.setenv("CCOPTOUT_CLIENT_SECRET", "s3cret-value")
-    assert browser_sign_in(app(), show=lambda text: None, opener=browser(), wait=20).refresh_token
+    assert browser_sign_in(app(), show=lambda text: None, opener=browser(), wait=20, sleep=clock.sleep).refresh_token
     monkeypatch.setenv("CCOPTOUT_CLIENT_SECRET", "wrong")
     with pytest.raises(SignInFailed, match="client id"):
-        browser_sign_in(app(), show=lambda text: None, opener=browser(), wait=20)
+        browser_sign_in(app(), show=lambda text: None, opener=browser(), wait=20, sleep=clock.sleep)
+    assert clock.slept == [1.0]  # the second code exchange came too soon after the first, and waited its second
 
 
 def test_login_status_logout_commands(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,16 +226,16 @@ def test_expired_access_token_mid_scan_is_renewed_and_the_scan_goes_on(sandbox: 
     assert 401 in [r.status for r in sandbox.requests]
 
 
-def test_rotation_keeps_working_across_refreshes(sandbox: Sandbox) -> None:
+def test_rotation_keeps_working_across_refreshes(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     first = seed_sign_in(sandbox, expired=True)
-    provider = SignedInTokens(app(), token_keeper(app().client_id))
+    clock = FakeTime().drive(sandbox, monkeypatch)
+    provider = SignedInTokens(app(), token_keeper(app().client_id), sleep=clock.sleep, clock=clock)
     second_access = provider.access_token()
     second = stored()
     assert second.refresh_token != first.refresh_token  # rotated, and the new one was stored
     provider.refresh(stale=second_access)  # force another renewal: the stored (new) refresh token is used
     assert [r.status for r in refreshes(sandbox)] == [200, 200]
-    at = [r.at for r in refreshes(sandbox)]
-    assert at[1] - at[0] >= 1.0  # the token endpoint is called at most once a second
+    assert clock.slept == [1.0]  # the token endpoint is called at most once a second: the second call waited
 
 
 def test_revoked_sign_in_says_sign_in_again(sandbox: Sandbox, capsys) -> None:

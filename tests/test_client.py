@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ccoptout_xl.auth import StaticToken
@@ -11,7 +13,7 @@ from ccoptout_xl.http_client import HTTPClient, RequestPacer, RetryPolicy
 from ccoptout_xl.sandbox import Fault, Sandbox
 from ccoptout_xl.settings import validate_base_url
 
-from .conftest import make_client
+from .conftest import FAST_RETRY, FakeTime, make_client
 
 
 def unsubscribed_ids(sandbox: Sandbox) -> set[str]:
@@ -55,14 +57,19 @@ def test_counts_lists_and_account(shared_sandbox: Sandbox) -> None:
     assert client.account_summary()["organization_name"]
 
 
-def test_a_burst_over_the_rate_limit_is_throttled_and_still_succeeds(sandbox: Sandbox) -> None:
+def test_a_burst_over_the_rate_limit_is_throttled_and_still_succeeds(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sandbox.rate_limit = 4
-    client = make_client(sandbox, rate=None)  # no pacing: a typical burst
+    clock = FakeTime().drive(sandbox, monkeypatch)  # the backoffs pass for the sandbox without being slept
+    client = make_client(sandbox, rate=None, retry=replace(FAST_RETRY, sleep=clock.sleep))  # no pacing: a burst
     ids = [c["contact_id"] for c in client.contacts(status="unsubscribed", limit=40)]
     assert set(ids) == unsubscribed_ids(sandbox)
     statuses = [r.status for r in sandbox.requests]
     assert 429 in statuses and statuses[-1] == 200
     assert client.stats.throttled == statuses.count(429) > 0
+    assert len(clock.slept) == client.stats.retries == client.stats.throttled
+    assert all(1.0 < seconds <= 1.05 for seconds in clock.slept)  # the rate window, and a (short) backoff
 
 
 def test_paced_client_stays_under_the_limit_without_needless_sleeps(sandbox: Sandbox) -> None:
@@ -127,7 +134,9 @@ def test_a_slow_response_times_out_and_is_retried(sandbox: Sandbox) -> None:
 
 def test_retries_are_bounded(sandbox: Sandbox) -> None:
     sandbox.faults.add(Fault(kind="500", rate=1.0, path_prefix="/v3/contacts"))
-    client = make_client(sandbox, retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02))
+    client = make_client(
+        sandbox, retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, sleep=FAST_RETRY.sleep)
+    )
     with pytest.raises(ApiError, match=r"HTTP 500 .*gave up after 3 tries"):
         list(client.contacts(status="unsubscribed"))
     assert len(sandbox.requests) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import csv
 import datetime as dt
+import functools
 import itertools
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from ccoptout_xl import __version__
+from ccoptout_xl import __version__, files
 from ccoptout_xl.cli import main
 from ccoptout_xl.columns import headers
 from ccoptout_xl.exceptions import OutputError
@@ -260,8 +261,11 @@ def test_a_locked_file_gets_a_clear_message(tmp_path: Path, monkeypatch: pytest.
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "replace", refuse)
+    slept: list[float] = []  # it is tried again for about a second, none of which is slept here
+    monkeypatch.setattr(files, "retry_while_busy", functools.partial(files.retry_while_busy, sleep=slept.append))
     with pytest.raises(OutputError, match="open in another program"):
         write_report([], path)
+    assert slept == [0.05] * 19
     assert path.read_bytes() == b"open in Excel"
     assert [p.name for p in tmp_path.iterdir()] == ["optouts.xlsx"]
 

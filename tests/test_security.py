@@ -17,7 +17,7 @@ from ccoptout_xl.cli import main
 from ccoptout_xl.credentials import Tokens, token_keeper
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 
-from .conftest import ANCHOR, counts_in_processes
+from .conftest import ANCHOR, FakeTime, counts_in_processes
 
 
 @pytest.fixture
@@ -194,7 +194,9 @@ def test_eight_processes_hit_by_one_invalidation_refresh_once_and_all_succeed(si
     assert token_keeper(signed_in.oauth.client_id).load().expires_at > dt.datetime.now(dt.timezone.utc)
 
 
-def test_a_token_renewed_elsewhere_and_refused_too_is_renewed_again(signed_in: Sandbox, tmp_path: Path) -> None:
+def test_a_token_renewed_elsewhere_and_refused_too_is_renewed_again(
+    signed_in: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ccoptout_xl.auth import SignedInTokens
     from ccoptout_xl.client import Client
     from ccoptout_xl.config import OAuthApp
@@ -202,7 +204,11 @@ def test_a_token_renewed_elsewhere_and_refused_too_is_renewed_again(signed_in: S
 
     app = OAuthApp.load()
     store = token_keeper(app.client_id)
-    first, second = (Client(HTTPClient(signed_in.base_url, SignedInTokens(app, store), rate=None)) for _ in range(2))
+    clock = FakeTime().drive(signed_in, monkeypatch)  # the token endpoint's pace, not slept
+    first, second = (
+        Client(HTTPClient(signed_in.base_url, SignedInTokens(app, store, sleep=clock.sleep, clock=clock), rate=None))
+        for _ in range(2)
+    )
     with first, second:
         first.contact_counts()
         second.contact_counts()  # both hold the same access token
