@@ -96,6 +96,8 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         "CCOPTOUT_CONFIG_DIR": str(tmp_path_factory.mktemp("config")),
         "CCOPTOUT_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+        # Never the real API: a test that forgets to point at a sandbox finds nothing listening on loopback.
+        "CCOPTOUT_API_URL": "http://127.0.0.1:9/v3",
     }
     cleared = [name for name in VARIABLES if name not in settings]  # every CCOPTOUT_* setting, from one list
     previous = {name: os.environ.get(name) for name in [*settings, *cleared]}

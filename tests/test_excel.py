@@ -318,6 +318,7 @@ def test_sign_in_opens_the_browser_before_the_blocking_message_then_sign_out(
         monkeypatch.setenv("CCOPTOUT_CONFIG_DIR", str(tmp_path / "config"))
         monkeypatch.setenv("CCOPTOUT_CLIENT_ID", sb.oauth.client_id)
         monkeypatch.setenv("CCOPTOUT_AUTH_URL", sb.auth_url)
+        monkeypatch.setenv("CCOPTOUT_API_URL", sb.base_url)  # signing in reads the account's name
         events: list[str] = []
         monkeypatch.setattr(webbrowser, "open", lambda url: events.append(f"browser: {url}"))
         book = FakeBook()
