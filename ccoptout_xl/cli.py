@@ -1,7 +1,8 @@
 """The ``ccoptout-xl`` command line: reads the arguments, calls :mod:`ccoptout_xl.service`, shows the results.
 
 Exit codes: 0 done; 2 bad input; 3 API or network failure; 4 not allowed or sign-in failed; 5 daily quota used
-up; 6 the output file could not be written; 7 sign in again (no sign-in, or it was revoked); 130 interrupted.
+up; 6 a file (the output, the local store) could not be written; 7 sign in again (no sign-in, or it was
+revoked); 130 interrupted (Ctrl-C); 143 stopped (SIGTERM).
 """
 
 from __future__ import annotations
