@@ -334,8 +334,13 @@ def run_workbook(args: argparse.Namespace) -> int:
     if dest.suffix.lower() != ".xlsm":
         raise UsageError(f"The workbook has macros: name the file with .xlsm, not {dest.name!r}.")
     check_output_folder(str(dest))
-    path, python = service.write_workbook(dest)
-    print(f"Wrote {path.resolve()}, set up for {python}.")
+    copy = service.write_workbook(dest)
+    print(f"Wrote {copy.path.resolve()}, set up for {copy.python}.")
+    for line in copy.setup.lines:  # what this computer's Excel needs to start Python (the service checks)
+        if copy.setup.ready:
+            print(line)
+        else:
+            _notice(line)
     print("Open it in Excel (unblock it first if Windows blocks its macros), then Opt-outs tab > Sign in, Refresh.")
     return 0
 

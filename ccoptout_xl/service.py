@@ -32,6 +32,7 @@ from .query import MAX_LATEST, Notice, OptOutQuery, Progress, QueryResult, from_
 from .report import ReportInfo, ReportSummary, write_report
 from .settings import API_URL_ENV, DEFAULT_API_URL, env, validate_base_url
 from .store import MAX_AGE, OptOutStore, StoreState, SyncReport
+from .workbook import ExcelSetup
 
 __all__ = [
     "MAX_LATEST",
@@ -42,6 +43,7 @@ __all__ = [
     "ReportResult",
     "SignInStatus",
     "StorePolicy",
+    "WorkbookCopy",
     "cache_state",
     "clear_cache",
     "config_file",
@@ -307,12 +309,27 @@ def sign_in_status() -> SignInStatus:
 # -- the workbook ----------------------------------------------------------------------------------------------
 
 
-def write_workbook(dest: str | os.PathLike[str]) -> tuple[Path, str]:
-    """Write a copy of OptOuts.xlsm set up for this Python to ``dest``; return it and the interpreter it names."""
-    from .workbook import interpreter
+@dataclass(frozen=True)
+class WorkbookCopy:
+    """A copy of OptOuts.xlsm written by :func:`write_workbook`: where, the interpreter it names, and what this
+    computer's Excel needs to start it (``setup.ready``; ``setup.lines`` to show)."""
+
+    path: Path
+    python: str
+    setup: ExcelSetup
+
+
+def write_workbook(dest: str | os.PathLike[str], python: str | None = None) -> WorkbookCopy:
+    """Write a copy of OptOuts.xlsm set up for ``python`` (default: this Python, as Excel should start it) to
+    ``dest``, then set up this computer's Excel to start it as far as a program can and say what is left
+    (:func:`~ccoptout_xl.workbook.set_up_excel`: on macOS xlwings' RunPython install step, on Windows a check that
+    the interpreter exists)."""
+    from .workbook import interpreter, set_up_excel
     from .workbook import write_workbook as write_copy
 
-    return write_copy(Path(dest)), interpreter()
+    python = python or interpreter()
+    path = write_copy(Path(dest), python)
+    return WorkbookCopy(path, python, set_up_excel(python))
 
 
 # -- inside ------------------------------------------------------------------------------------------------------
