@@ -44,36 +44,49 @@ LAST_SERIAL = 2_958_465  # 31 December 9999
 
 # Excel error values (#N/A...) reach Python as None unless asked for as text; as text they get a clear message.
 # Argument names become the VBA wrapper's, so none may be a VBA keyword ("Until" is one).
+#
+# What Insert Function shows is written here once, where xlwings' "Import Functions" reads it: the docstring is a
+# function's description, ``category`` its category, an argument's ``doc`` its help. The workbook build turns the
+# same texts into the ``Application.MacroOptions`` calls that its Workbook_Open makes (workbook/build.py), so each
+# is plain text, one line, ASCII, at most 255 characters (what MacroOptions takes).
+FUNCTION_CATEGORY = "Opt-outs"
+ARGUMENT_HELP = {
+    "since": 'The first day, inclusive: a date, DATE(2026,5,1), TODAY()-30, or text such as "2026-05-01" or "30d".',
+    "until_date": "Optional. The day to stop before (exclusive): a date like since; blank for up to now.",
+    "limit": f"Optional. At most this many rows, the newest: a whole number from 1 to {MAX_LATEST:,}.",
+    "include_deleted": "Optional. TRUE to include contacts that were deleted; FALSE or blank leaves them out.",
+    "n": f"How many of the most recent opt-outs: a whole number from 1 to {MAX_LATEST:,}.",
+}
 
 
-@xw.func
-@xw.arg("since", err_to_str=True)
-@xw.arg("until_date", err_to_str=True)
-@xw.arg("limit", err_to_str=True)
-@xw.arg("include_deleted", err_to_str=True)
+@xw.func(category=FUNCTION_CATEGORY)
+@xw.arg("since", err_to_str=True, doc=ARGUMENT_HELP["since"])
+@xw.arg("until_date", err_to_str=True, doc=ARGUMENT_HELP["until_date"])
+@xw.arg("limit", err_to_str=True, doc=ARGUMENT_HELP["limit"])
+@xw.arg("include_deleted", err_to_str=True, doc=ARGUMENT_HELP["include_deleted"])
 def OPTOUTS_SINCE(since: Any, until_date: Any = None, limit: Any = None, include_deleted: Any = False) -> Any:
-    """The opt-outs from ``since`` (inclusive) to ``until_date`` (exclusive), newest first, with a header row."""
+    """The opt-outs from since to until_date (exclusive), newest first, with a header row, as of the last Refresh."""
     return _answer(lambda store: _rows(store, _query(since, until_date, limit, include_deleted, since_required=True)))
 
 
-@xw.func
-@xw.arg("n", err_to_str=True)
+@xw.func(category=FUNCTION_CATEGORY)
+@xw.arg("n", err_to_str=True, doc=ARGUMENT_HELP["n"])
 def OPTOUTS_LATEST(n: Any) -> Any:
-    """The ``n`` most recent opt-outs, newest first, with a header row."""
+    """The n most recent opt-outs, newest first, with a header row, as of the last Refresh."""
     return _answer(lambda store: _rows(store, OptOutQuery(latest=_count(n, "n"))))
 
 
-@xw.func
-@xw.arg("since", err_to_str=True)
-@xw.arg("until_date", err_to_str=True)
+@xw.func(category=FUNCTION_CATEGORY)
+@xw.arg("since", err_to_str=True, doc=ARGUMENT_HELP["since"])
+@xw.arg("until_date", err_to_str=True, doc=ARGUMENT_HELP["until_date"])
 def OPTOUTS_COUNT(since: Any, until_date: Any = None) -> Any:
-    """How many opt-outs from ``since`` to ``until_date``."""
+    """How many opt-outs from since to until_date (exclusive), as of the last Refresh."""
     return _answer(lambda store: len(store.query(_query(since, until_date, None, False, since_required=True))))
 
 
-@xw.func
+@xw.func(category=FUNCTION_CATEGORY)
 def OPTOUTS_SYNCED_AT() -> Any:
-    """When the local data was last synced, in this computer's time zone."""
+    """When Refresh last synced the opt-out data, in this computer's time zone."""
     return _answer(lambda store: _local(store.last_sync_at) or NO_DATA)
 
 

@@ -56,7 +56,7 @@ def test_the_workbook_is_up_to_date_with_its_build(tmp_path: Path) -> None:
 
 
 def test_olevba_lists_the_modules_and_their_macros(modules: dict[str, str]) -> None:
-    assert {"xlwings", "Ribbon", "xlwings_udfs", "ThisWorkbook", "Dictionary"} <= set(modules)
+    assert {"xlwings", "Ribbon", "xlwings_udfs", "FunctionHelp", "ThisWorkbook", "Dictionary"} <= set(modules)
     assert "Module1" not in modules  # the template's sample macro is gone
     assert "xlwings64-" in modules["xlwings"]  # the standalone module: no add-in needed
     subs = re.findall(r"^Sub (\w+)\(control As IRibbonControl\)", modules["Ribbon"], re.MULTILINE)
@@ -95,6 +95,66 @@ def test_udf_wrappers_declare_each_function_with_its_arguments(modules: dict[str
         assert declared[name] == expected, name
         assert f'XLPy.CallUDF("ccoptout_xl.excel", "{name}"' in wrappers
     assert "Application.Volatile" not in wrappers  # recalculated when inputs change, not on every edit
+
+
+def vba_strings(text: str) -> list[str]:
+    """The string literals in a piece of VBA, decoded ("" is one quote)."""
+    return [literal.replace('""', '"') for literal in re.findall(r'"((?:[^"]|"")*)"', text)]
+
+
+def macro_options(module: str) -> dict[str, tuple[str, str, list[str]]]:
+    """Function name -> (description, category, argument descriptions) of each MacroOptions call in ``module``."""
+    joined = re.sub(r" _\r?\n\s*", " ", module)  # VBA's line continuations
+    calls = re.findall(r"^\s*Application\.MacroOptions (.*)$", joined, re.MULTILINE)
+    found = {}
+    for call in calls:
+        parsed = re.fullmatch(
+            r'Macro:=book & "(\w+)", Description:=("(?:[^"]|"")*"), Category:=("(?:[^"]|"")*")'
+            r"(?:, ArgumentDescriptions:=Array\((.*)\))?",
+            call.strip(),
+        )
+        assert parsed, call
+        name, description, category, arguments = parsed.groups()
+        found[name] = (vba_strings(description)[0], vba_strings(category)[0], vba_strings(arguments or ""))
+    assert len(found) == len(calls)
+    return found
+
+
+def test_insert_function_help_is_set_on_open_from_the_python_texts(modules: dict[str, str]) -> None:
+    # Workbook_Open runs DescribeFunctions, which gives each function what xlwings' "Import Functions" would.
+    opening = r"^Private Sub Workbook_Open\(\)\r?\n(\s*'.*\r?\n)*\s*DescribeFunctions\r?\nEnd Sub\r?$"
+    assert re.search(opening, modules["ThisWorkbook"], re.MULTILINE)
+    help_module = modules["FunctionHelp"]
+    assert re.search(r"^Public Sub DescribeFunctions\(\)\r?$", help_module, re.MULTILINE)
+    described = macro_options(help_module)
+    assert list(described) == list(excel.udf_names())
+    for name, (description, category, arguments) in described.items():
+        function = getattr(excel, name)
+        parameters = inspect.signature(function).parameters
+        assert description == function.__doc__ and category == excel.FUNCTION_CATEGORY == "Opt-outs", name
+        assert arguments == [excel.ARGUMENT_HELP[parameter] for parameter in parameters], name
+    # The workbook's own functions, even with another workbook active; an apostrophe in its name doubled.
+    assert 'book = "\'" & Replace(ThisWorkbook.Name, "\'", "\'\'") & "\'!"' in help_module
+
+
+def test_insert_function_help_never_bothers_the_user(modules: dict[str, str]) -> None:
+    code = modules["FunctionHelp"]
+    body = code[code.index("Public Sub DescribeFunctions()") :]
+    guard, first_call = body.index("On Error Resume Next"), body.index("Application.MacroOptions")
+    assert guard < first_call and body.index("On Error GoTo 0") > body.rindex("Application.MacroOptions")
+    # Describing is no change to save (no "Save changes?" on closing an untouched workbook)...
+    assert body.index("wasSaved = ThisWorkbook.Saved") < first_call < body.index("ThisWorkbook.Saved = wasSaved")
+    # ...and macOS, where xlwings has no worksheet functions, is left out.
+    assert re.search(r"^#If Mac Then\r?\n(\s*'.*\r?\n)*#Else\r?$", body, re.MULTILINE)
+    assert body.index("#Else") < first_call and body.rindex("#End If") > body.rindex("Application.MacroOptions")
+
+
+def test_insert_function_texts_fit_what_macro_options_takes() -> None:
+    texts = [getattr(excel, name).__doc__ or "" for name in excel.udf_names()] + list(excel.ARGUMENT_HELP.values())
+    for text in texts:
+        assert text and text.isascii() and "\n" not in text and len(text) <= 255 and "``" not in text, text
+    parameters = {p for name in excel.udf_names() for p in inspect.signature(getattr(excel, name)).parameters}
+    assert parameters == set(excel.ARGUMENT_HELP)
 
 
 # VBA's reserved words (MS-VBAL 3.3.5.2): an argument named like one stops the whole module from compiling.
