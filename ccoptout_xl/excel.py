@@ -36,6 +36,7 @@ FUNCTION_HEADER = headers(FUNCTION_COLUMNS)  # the same, without what needs the 
 SINCE, UNTIL, LIMIT, INCLUDE_DELETED = "Since", "Until", "Limit", "IncludeDeleted"
 LAST_REFRESHED, ROW_COUNT, STATUS = "LastRefreshed", "RowCount", "Status"
 NO_DATA = "No opt-out data yet: click Refresh on the Opt-outs tab"
+PROGRESS_PREFIX = "Opt-outs Refresh"  # what the status bar shows while Refresh works
 EXCEL_EPOCH = dt.datetime(1899, 12, 30)  # serial 0 of the 1900 date system (which counts a 29 Feb 1900)
 LAST_SERIAL = 2_958_465  # 31 December 9999
 
@@ -194,26 +195,58 @@ def refresh(book: Any = None) -> None:
     """Ribbon "Refresh": sync the store, then fill the OptOuts table with what the Settings sheet asks for.
 
     The rows go in one bulk write. If anything fails, the table keeps its rows and the status cell says what
-    went wrong and what to do.
+    went wrong and what to do. While it works, Excel's status bar shows how far it got (Excel is blocked
+    meanwhile); afterwards Excel has its own status bar back, also after a failure.
     """
     book = book or xw.Book.caller()
-    with _reporting(book, "Refresh"):
+    with _reporting(book, "Refresh"), _status_bar(book) as show:
         query = _query(
             _setting(book, SINCE), _setting(book, UNTIL), _setting(book, LIMIT), _setting(book, INCLUDE_DELETED),
             since_required=False,
         )  # fmt: skip
+        show(f"{PROGRESS_PREFIX}: asking Constant Contact for new opt-outs...")
         with service.connect() as client:
-            answer = service.get_optouts(client, query, service.StorePolicy(refresh=True), list_names=True)
+
+            def progress(fetched: int, total: int | None) -> None:
+                show(progress_text(fetched, total, client.stats.pages))
+
+            policy = service.StorePolicy(refresh=True)
+            answer = service.get_optouts(client, query, policy, list_names=True, on_progress=progress)
         try:
             rows = [table_row(o, answer.list_names) for o in answer]  # list ids where names could not be read
         finally:
             answer.close()
+        show(f"{PROGRESS_PREFIX}: writing {len(rows):,} {'row' if len(rows) == 1 else 'rows'} to the table...")
         write_table(book.sheets[OPTOUTS_SHEET], rows)
         book.names[LAST_REFRESHED].refers_to_range.value = dt.datetime.now().replace(microsecond=0)
         book.names[ROW_COUNT].refers_to_range.value = len(rows)
         notes = "".join(f" Note: {one_line_text(notice)}" for notice in answer.notices)
         _status(book, f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())}).{notes}")
         recalculate(book)
+
+
+def progress_text(fetched: int, total: int | None, pages: int) -> str:
+    """The status bar during a Refresh: the contacts read (of how many, when the API says), and the pages."""
+    of = f" of {total:,}" if total is not None else ""
+    return f"{PROGRESS_PREFIX}: {fetched:,}{of} contacts read ({pages:,} {'page' if pages == 1 else 'pages'})..."
+
+
+@contextlib.contextmanager
+def _status_bar(book: Any) -> Iterator[Callable[[str], None]]:
+    """Excel's status bar for the progress of long work; Excel's own back afterwards (``False``), also on failure.
+
+    Progress is a courtesy: when Excel refuses it (busy, a cell being edited), the work goes on without it."""
+    try:
+        yield lambda text: _set_status_bar(book, text)
+    finally:
+        _set_status_bar(book, False)  # xlwings: False gives the status bar back to Excel
+
+
+def _set_status_bar(book: Any, value: str | bool) -> None:
+    try:
+        book.app.status_bar = value
+    except Exception as exc:
+        log.debug("the status bar could not be set: %s", type(exc).__name__)
 
 
 def recalculate(book: Any) -> None:

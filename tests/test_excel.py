@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,12 +222,25 @@ class FakeName:
 
 
 class FakeApp:
-    """Excel's Application: a full recalculation through COM, and the message box of ``alert``."""
+    """Excel's Application: a full recalculation through COM, the message box of ``alert``, and the status bar
+    (every value set, in order; ``refuse_status_bar`` makes it fail as a busy Excel does)."""
 
-    def __init__(self, events: list[str] | None = None) -> None:
+    def __init__(self, events: list[str] | None = None, *, refuse_status_bar: bool = False) -> None:
         self.full_calculations = 0
         self.events = events if events is not None else []
         self.api = type("Api", (), {"CalculateFull": lambda _: self._calculate_full()})()
+        self.status_bars: list[str | bool] = []
+        self.refuse_status_bar = refuse_status_bar
+
+    @property
+    def status_bar(self) -> str | bool:
+        return self.status_bars[-1] if self.status_bars else False
+
+    @status_bar.setter
+    def status_bar(self, value: str | bool) -> None:
+        if self.refuse_status_bar:
+            raise RuntimeError("Call was rejected by callee.")  # what pywin32 says while a cell is being edited
+        self.status_bars.append(value)
 
     def _calculate_full(self) -> None:
         self.full_calculations += 1
@@ -298,6 +312,50 @@ def test_a_failed_refresh_keeps_the_rows_and_says_why(sandbox: Sandbox, monkeypa
     book.names[excel.SINCE].refers_to_range.value = "someday"
     excel.refresh(book)
     assert sheet.rows() == before and "Cannot read the since 'someday'" in book.value(excel.STATUS)
+
+
+PROGRESS = re.compile(r"Opt-outs Refresh: ([\d,]+)(?: of ([\d,]+))? contacts read \((\d+) pages?\)\.\.\.")
+
+
+def test_refresh_shows_its_progress_in_the_status_bar_and_gives_it_back(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")
+    excel.refresh(book)
+    shown = book.app.status_bars
+    assert shown[0] == "Opt-outs Refresh: asking Constant Contact for new opt-outs..."
+    progress = [PROGRESS.fullmatch(text) for text in shown[1:-2]]
+    assert len(progress) >= 2 and all(progress), shown  # a first sync reads more than one page
+    fetched = [int(match.group(1).replace(",", "")) for match in progress if match]
+    pages = [int(match.group(3)) for match in progress if match]
+    totals = {match.group(2) for match in progress if match}
+    assert fetched == sorted(fetched) and pages == list(range(1, len(pages) + 1))
+    assert totals != {None} and f"{fetched[-1]:,}" in totals  # the total, when the API gives it, is reached
+    rows = book.value(excel.ROW_COUNT)
+    assert shown[-2] == f"Opt-outs Refresh: writing {rows} rows to the table..."
+    assert shown[-1] is False and False not in shown[:-1]  # Excel has its status bar back, once, at the end
+    assert book.value(excel.STATUS).startswith(f"OK: {rows} opt-outs")
+
+
+def test_the_status_bar_is_given_back_after_a_failed_refresh(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    book = FakeBook(Since="someday")  # fails before any call
+    excel.refresh(book)
+    assert book.app.status_bars == [False] and book.value(excel.STATUS).startswith("Refresh failed:")
+    book = FakeBook(Since="2026-01-01")
+    monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", "expired-or-wrong")  # fails at the API, after progress began
+    excel.refresh(book)
+    assert book.app.status_bars[0].startswith("Opt-outs Refresh:") and book.app.status_bars[-1] is False
+    assert "HTTP 401" in book.value(excel.STATUS)
+
+
+def test_a_status_bar_that_excel_refuses_does_not_stop_refresh(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")
+    book.app = FakeApp(refuse_status_bar=True)
+    excel.refresh(book)
+    assert book.value(excel.STATUS).startswith("OK:") and book.sheets[excel.OPTOUTS_SHEET].rows()
+
+
+def test_progress_text_with_and_without_the_total() -> None:
+    assert excel.progress_text(1500, 20000, 3) == "Opt-outs Refresh: 1,500 of 20,000 contacts read (3 pages)..."
+    assert excel.progress_text(500, None, 1) == "Opt-outs Refresh: 500 contacts read (1 page)..."
 
 
 def test_a_refresh_with_no_rows_leaves_one_empty_table_row(sandbox: Sandbox) -> None:
