@@ -101,7 +101,8 @@ def test_conditional_compilation_picks_each_platforms_declarations(modules: dict
         ('Undefined = ""', "Win64", True),  # an undefined constant is Empty
         ("MAC_OFFICE_VERSION >= 15", "Mac", True),
         ("MAC_OFFICE_VERSION >= 15", "Win64", False),
-        ("-2 ^ 2 = -4 And 7 \\ 2 = 3 And 7 Mod 4 = 3", "Win64", True),
+        ("-2 ^ 2 = -4 And 7 \\ 2 = 3 And -7 \\ 2 = -3 And -7 Mod 4 = -3 And 7 Mod 4 * 2 = 7", "Win64", True),
+        ("2 + 3 * 4 = 14 And 2.5 \\ 1 = 2 And 3.5 \\ 1 = 4", "Win64", True),  # \\ rounds to even first
     ],
 )
 def test_conditional_expressions(expression: str, platform: str, expected: bool) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -96,7 +97,17 @@ _TOKEN = re.compile(
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-_COMPARISONS = {"=", "<>", "><", "<", ">", "<=", "=<", ">=", "=>"}
+_COMPARISONS = {
+    "=": operator.eq,
+    "<>": operator.ne,
+    "><": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    "=<": operator.le,
+    ">=": operator.ge,
+    "=>": operator.ge,
+}
 _LOGICAL = ("and", "or", "xor", "eqv", "imp")  # lowest precedence last
 Value = int | float | str | None  # None is Empty, what an undefined constant is
 
@@ -220,7 +231,7 @@ def _evaluate(text: str, known: Mapping[str, Value], where: str) -> Value:
     def comparison() -> Value:
         left = concatenation()
         while peek() in _COMPARISONS:
-            operator = take()[1]
+            symbol = take()[1]
             right = concatenation()
             if isinstance(left, str) or isinstance(right, str):
                 if not all(isinstance(v, str) or v is None for v in (left, right)):
@@ -228,17 +239,7 @@ def _evaluate(text: str, known: Mapping[str, Value], where: str) -> Value:
                 a, b = left or "", right or ""
             else:
                 a, b = numbers(left, right)
-            holds = {
-                "=": a == b,
-                "<>": a != b,
-                "><": a != b,
-                "<": a < b,  # type: ignore[operator]
-                ">": a > b,  # type: ignore[operator]
-                "<=": a <= b,  # type: ignore[operator]
-                "=<": a <= b,  # type: ignore[operator]
-                ">=": a >= b,  # type: ignore[operator]
-                "=>": a >= b,  # type: ignore[operator]
-            }[operator]
+            holds = _COMPARISONS[symbol](a, b)
             left = -1 if holds else 0
         return left
 
@@ -251,21 +252,39 @@ def _evaluate(text: str, known: Mapping[str, Value], where: str) -> Value:
         return left
 
     def additive() -> Value:
-        left = product()
+        left = modulo()
         while peek() in ("+", "-"):
-            operator = take()[1]
-            a, b = numbers(left, product())
-            left = a + b if operator == "+" else a - b
+            symbol = take()[1]
+            a, b = numbers(left, modulo())
+            left = a + b if symbol == "+" else a - b
         return left
+
+    def modulo() -> Value:
+        left = integer_division()
+        while peek() == "mod":
+            take()
+            a, b = whole(left, integer_division())
+            left = a - b * _truncated(a, b, where)
+        return left
+
+    def integer_division() -> Value:
+        left = product()
+        while peek() == "\\":
+            take()
+            left = _truncated(*whole(left, product()), where)
+        return left
+
+    def whole(*values: Value) -> list[int]:
+        return [round(value) for value in numbers(*values)]  # \ and Mod round first, to even like VBA
 
     def product() -> Value:
         left = unary()
-        while peek() in ("*", "/", "\\", "mod"):
-            operator = take()[1].lower()
+        while peek() in ("*", "/"):
+            symbol = take()[1]
             a, b = numbers(left, unary())
-            if b == 0:
+            if symbol == "/" and b == 0:
                 raise VbaError(f"division by zero at {where}")
-            left = {"*": a * b, "/": a / b, "\\": int(a) // int(b), "mod": int(a) % int(b)}[operator]
+            left = a * b if symbol == "*" else a / b
         return left
 
     def unary() -> Value:
@@ -317,6 +336,14 @@ def _number(word: str) -> int | float:
         return int(digits.lstrip("&oO"), 8)
     value = float(digits)
     return int(value) if value.is_integer() and not re.search(r"[.E]", digits, re.IGNORECASE) else value
+
+
+def _truncated(a: int, b: int, where: str) -> int:
+    """``a`` divided by ``b``, rounded toward zero as VBA's \\ does (Python's // rounds down)."""
+    if b == 0:
+        raise VbaError(f"division by zero at {where}")
+    quotient = abs(a) // abs(b)
+    return -quotient if (a < 0) != (b < 0) else quotient
 
 
 def _text(value: Value) -> str:
