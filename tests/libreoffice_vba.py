@@ -11,7 +11,7 @@ office's own process, and it:
    ``GetCol2``, ``GetErrorText``, exported functions of LibreOffice's Basic library) and answers "go on", so the
    compiler reports every error of a module, not only the first;
 2. opens the workbook hidden and read-only, with macros never executed (no ``Workbook_Open``);
-3. for each platform of ``PLATFORMS``, gives every module the text that platform compiles (``resolve``:
+3. for each platform of ``PLATFORMS``, gives every module the text that platform compiles (tests/vba_conditional.py:
    LibreOffice ignores ``#If``/``#Const`` lines, so it would compile both branches of each) and runs an empty
    probe function added to the library, which makes LibreOffice compile all the library's modules first;
 4. writes a JSON report (the modules as LibreOffice read them, and the errors) and closes the office.
@@ -25,218 +25,18 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import traceback
 
-# What ``#If`` sees in Excel: 64-bit Office on Windows defines Win32 too; Mac Office 2016 and later (what xlwings
-# supports there) is VBA7 with MAC_OFFICE_VERSION 15 or 16. A name not defined is Empty, as in VBA.
-PLATFORMS: dict[str, dict[str, object]] = {
-    "Win64": {"VBA6": True, "VBA7": True, "Win16": False, "Win32": True, "Win64": True, "Mac": False},
-    "Win32": {"VBA6": True, "VBA7": True, "Win16": False, "Win32": True, "Win64": False, "Mac": False},
-    "Mac": {"VBA6": True, "VBA7": True, "Win16": False, "Win32": False, "Win64": False, "Mac": True,
-            "MAC_OFFICE_VERSION": 16},
-}  # fmt: skip
+try:  # imported by the tests
+    from .vba_conditional import PLATFORMS, compile_conditionally
+except ImportError:  # run by LibreOffice: the test puts the module in the profile's Scripts/python/pythonpath
+    from vba_conditional import PLATFORMS, compile_conditionally  # type: ignore[no-redef]
+
 PROBE_MODULE = "LibreOfficeCompileProbe"
 PROBE = "Function Probe()\n    Probe = 42\nEnd Function\n"
 NEVER_EXECUTE = 0  # com.sun.star.document.MacroExecMode.NEVER_EXECUTE
 MODULE_TYPES = {0: "unknown", 1: "normal", 2: "class", 3: "form", 4: "document"}  # com.sun.star.script.ModuleType
 KEEP_ALIVE: list[object] = []  # the installed error handler: LibreOffice holds its address until the office ends
-
-
-# -- Conditional compilation (pure Python: also tested without LibreOffice) ---------------------------------------
-
-
-class ConditionError(ValueError):
-    """A ``#If``/``#Const`` line that this evaluator cannot read: reported, never guessed."""
-
-
-DIRECTIVE = re.compile(r"^\s*#\s*(Const|If|ElseIf|Else|End\s*If)\b(.*)$", re.IGNORECASE)
-TOKEN = re.compile(r'\s*(?:(\d+(?:\.\d+)?)|("(?:[^"]|"")*")|(<>|<=|>=|[=<>()&+\-*/])|([A-Za-z_]\w*))')
-COMPARISONS = {
-    "=": lambda a, b: a == b,
-    "<>": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    ">": lambda a, b: a > b,
-    "<=": lambda a, b: a <= b,
-    ">=": lambda a, b: a >= b,
-}
-ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
-
-
-def truthy(value: object) -> bool:
-    return value != "" if isinstance(value, str) else bool(value)
-
-
-def comparable(left: object, right: object) -> tuple:
-    """Two operands as VBA compares them: True is -1, False 0, Empty (None) is 0 or "" as the other side."""
-    left, right = (-1 if v is True else 0 if v is False else v for v in (left, right))
-    if left is None:
-        left = "" if isinstance(right, str) else 0
-    if right is None:
-        right = "" if isinstance(left, str) else 0
-    if isinstance(left, str) != isinstance(right, str):
-        raise ConditionError("compares text with a number")
-    return left, right
-
-
-class Condition:
-    """A conditional-compilation expression: literals, names, ( ), comparisons, + - * / &, Not, And, Or, Xor."""
-
-    def __init__(self, text: str, constants: dict[str, object]) -> None:
-        self.text = text.strip()
-        self.constants = {name.lower(): value for name, value in constants.items()}
-        self.tokens: list[tuple[int, str]] = []  # (kind: 1 number, 2 string, 3 operator, 4 name; the text)
-        position = 0
-        while position < len(self.text):
-            match = TOKEN.match(self.text, position)
-            if not match:
-                raise ConditionError(f"cannot read {self.text!r}")
-            kind = match.lastindex or 0
-            self.tokens.append((kind, match.group(kind)))
-            position = match.end()
-            while position < len(self.text) and self.text[position].isspace():
-                position += 1
-        self.index = 0
-
-    def value(self) -> object:
-        result = self.disjunction()
-        if self.index != len(self.tokens):
-            raise ConditionError(f"cannot read {self.text!r}")
-        return result
-
-    def peek(self) -> str:
-        return self.tokens[self.index][1].lower() if self.index < len(self.tokens) else ""
-
-    def take(self) -> tuple[int, str]:
-        if self.index >= len(self.tokens):
-            raise ConditionError(f"{self.text!r} ends too early")
-        self.index += 1
-        return self.tokens[self.index - 1]
-
-    def disjunction(self) -> object:
-        value = self.conjunction()
-        while self.peek() in ("or", "xor"):
-            operator = self.take()[1].lower()
-            other = truthy(self.conjunction())
-            value = (truthy(value) or other) if operator == "or" else (truthy(value) != other)
-        return value
-
-    def conjunction(self) -> object:
-        value = self.negation()
-        while self.peek() == "and":
-            self.take()
-            other = truthy(self.negation())
-            value = truthy(value) and other
-        return value
-
-    def negation(self) -> object:
-        if self.peek() == "not":
-            self.take()
-            return not truthy(self.negation())
-        return self.comparison()
-
-    def comparison(self) -> object:
-        value = self.concatenation()
-        while self.peek() in COMPARISONS:
-            operator = self.take()[1]
-            value = COMPARISONS[operator](*comparable(value, self.concatenation()))
-        return value
-
-    def concatenation(self) -> object:
-        value = self.arithmetic()
-        while self.peek() == "&":
-            self.take()
-            other = self.arithmetic()
-            value = ("" if value is None else str(value)) + ("" if other is None else str(other))
-        return value
-
-    def arithmetic(self) -> object:
-        value = self.unary()
-        while self.peek() in ARITHMETIC:
-            operator = self.take()[1]
-            value = ARITHMETIC[operator](*comparable(value, self.unary()))
-        return value
-
-    def unary(self) -> object:
-        if self.peek() == "-":
-            self.take()
-            return -comparable(0, self.unary())[1]
-        return self.atom()
-
-    def atom(self) -> object:
-        kind, text = self.take()
-        if kind == 1:
-            return float(text) if "." in text else int(text)
-        if kind == 2:
-            return text[1:-1].replace('""', '"')
-        if kind == 4 and text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        if kind == 4 and text.lower() not in ("and", "or", "xor", "not", "eqv", "imp", "mod", "like", "is"):
-            return self.constants.get(text.lower())
-        if text == "(":
-            inner = self.disjunction()
-            if self.take()[1] != ")":
-                raise ConditionError(f"unbalanced parentheses in {self.text!r}")
-            return inner
-        raise ConditionError(f"cannot read {self.text!r}")
-
-
-def strip_comment(text: str) -> str:
-    """``text`` without its trailing ``'`` comment (a quote inside a string literal does not start one)."""
-    inside = False
-    for index, char in enumerate(text):
-        if char == '"':
-            inside = not inside
-        elif char == "'" and not inside:
-            return text[:index]
-    return text
-
-
-def resolve(source: str, platform: dict[str, object]) -> str:
-    """The text ``platform`` compiles: directive lines and the lines of branches not taken become empty lines.
-
-    Every line keeps its number, so LibreOffice's line numbers are the module's. ``#Const`` values hold from
-    their line to the module's end, as in VBA.
-    """
-    constants = dict(platform)
-    out: list[str] = []
-    # One entry per open #If: (its current branch is taken, one of its branches was taken, the code around is live).
-    stack: list[tuple[bool, bool, bool]] = []
-    for number, line in enumerate(source.split("\n"), start=1):
-        live = not stack or (stack[-1][0] and stack[-1][2])
-        match = DIRECTIVE.match(line.rstrip("\r"))
-        if not match:
-            out.append(line if live else "")
-            continue
-        word, rest = re.sub(r"\s+", " ", match.group(1).lower()), strip_comment(match.group(2)).strip()
-        condition = re.sub(r"\s+Then$", "", rest, flags=re.IGNORECASE)
-        try:
-            if word == "const":
-                name, equals, value = rest.partition("=")
-                if not equals or not re.fullmatch(r"[A-Za-z_]\w*", name.strip()):
-                    raise ConditionError(f"cannot read #Const {rest}")
-                if live:
-                    constants[name.strip()] = Condition(value, constants).value()
-            elif word == "if":
-                taken = live and truthy(Condition(condition, constants).value())
-                stack.append((taken, taken, live))
-            elif not stack:
-                raise ConditionError(f"#{match.group(1)} without #If")
-            elif word == "elseif":
-                _, done, outer = stack.pop()
-                taken = outer and not done and truthy(Condition(condition, constants).value())
-                stack.append((taken, done or taken, outer))
-            elif word == "else":
-                _, done, outer = stack.pop()
-                stack.append((outer and not done, True, outer))
-            else:
-                stack.pop()
-        except ConditionError as error:
-            raise ConditionError(f"line {number}: {error}") from None
-        out.append("")
-    if stack:
-        raise ConditionError("#If without #End If")
-    return "\n".join(out)
 
 
 # -- Inside LibreOffice -----------------------------------------------------------------------------------------
@@ -369,7 +169,7 @@ def compile_workbook(path: str) -> dict:
             )
             for platform, constants in PLATFORMS.items():
                 for name in names:  # a new source also discards what was compiled from the previous one
-                    library.replaceByName(name, resolve(sources[name], constants))
+                    library.replaceByName(name, compile_conditionally(sources[name], constants))
                 del errors[:]
                 report["probe"][f"{library_name} {platform}"] = probe.invoke((), (), ())[0]  # 42 when all compile
                 report["errors"] += [{"library": library_name, "platform": platform, **error} for error in errors]

@@ -45,11 +45,12 @@ import pyopenvba
 import pytest
 from oletools.olevba import VBA_Parser
 
-from .libreoffice_vba import PLATFORMS, ConditionError, resolve
+from .vba_conditional import PLATFORMS, VbaError, compile_conditionally
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKBOOK = ROOT / "workbook" / "OptOuts.xlsm"
 HELPER = Path(__file__).with_name("libreoffice_vba.py")
+CONDITIONAL = Path(__file__).with_name("vba_conditional.py")
 SOFFICE = shutil.which("soffice") or shutil.which("libreoffice")
 TIMEOUT = 180  # seconds for one soffice run, which takes about 1 (more on LibreOffice's first start on a machine)
 
@@ -137,6 +138,8 @@ def compile_with_libreoffice(workbook: Path, folder: Path) -> dict:
     scripts = profile / "user" / "Scripts" / "python"
     scripts.mkdir(parents=True)
     shutil.copy(HELPER, scripts / HELPER.name)
+    (scripts / "pythonpath").mkdir()  # on the office's sys.path: the one #If evaluator, shared with tests/vba.py
+    shutil.copy(CONDITIONAL, scripts / "pythonpath" / CONDITIONAL.name)
     report = folder / "libreoffice-vba.json"
     environment = clean_environment() | {"LOVBA_WORKBOOK": str(workbook), "LOVBA_REPORT": str(report)}
     command = [
@@ -323,7 +326,7 @@ windows
     ],
 )
 def test_conditional_compilation_takes_each_platform_s_branches(platform: str, kept: list[str]) -> None:
-    resolved = resolve(BRANCHES, PLATFORMS[platform]).split("\n")
+    resolved = compile_conditionally(BRANCHES, PLATFORMS[platform]).split("\n")
     assert len(resolved) == len(BRANCHES.split("\n"))  # lines keep their numbers
     assert [line for line in resolved if line] == kept
 
@@ -331,7 +334,7 @@ def test_conditional_compilation_takes_each_platform_s_branches(platform: str, k
 def test_every_directive_of_the_workbook_is_understood() -> None:
     for name, code in olevba_modules(WORKBOOK).items():
         for platform, constants in PLATFORMS.items():
-            resolved = resolve(code, constants).split("\n")
+            resolved = compile_conditionally(code, constants).split("\n")
             assert len(resolved) == len(code.split("\n")), (name, platform)
             assert not [line for line in resolved if line.lstrip().startswith("#")], (name, platform)
 
@@ -341,5 +344,5 @@ def test_every_directive_of_the_workbook_is_understood() -> None:
     ['#If App Like "Microsoft*" Then\n#End If', "#If Mac Then\nx", "#Else\n", "#If (Mac Then\n#End If", "#Const = 1"],
 )
 def test_a_directive_it_cannot_read_is_an_error_not_a_guess(source: str) -> None:
-    with pytest.raises(ConditionError):
-        resolve(source, PLATFORMS["Win64"])
+    with pytest.raises(VbaError):
+        compile_conditionally(source, PLATFORMS["Win64"])
