@@ -52,8 +52,7 @@ class FakeTime:
         self.now += max(0.0, seconds)
 
     def drive(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-        monkeypatch.setattr(sandbox._limits, "_monotonic", self)
-        monkeypatch.setattr(sandbox.oauth._window, "_monotonic", self)
+        monkeypatch.setattr(sandbox, "rate_clock", self)
         return self
 
 

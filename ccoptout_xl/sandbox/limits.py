@@ -22,7 +22,7 @@ class Limits:
         self.rate_limit = rate_limit
         self.daily_quota = daily_quota
         self._clock = clock
-        self._monotonic = monotonic
+        self.monotonic = monotonic  # what the per-second windows read (a test may set its own)
         self._windows: dict[str, deque[float]] = {}
         self._used: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
@@ -43,7 +43,7 @@ class Limits:
 
     def admit(self, token: str) -> bool:
         """False if ``rate_limit`` requests were already admitted in the last second (throttled ones don't count)."""
-        now = self._monotonic()
+        now = self.monotonic()
         with self._lock:
             window = self._windows.setdefault(token, deque())
             while window and window[0] <= now - 1.0:

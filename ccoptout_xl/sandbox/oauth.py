@@ -161,6 +161,15 @@ class OAuthServer:
         return DEFAULT_CLIENT_ID
 
     @property
+    def rate_clock(self) -> Callable[[], float]:
+        """The monotonic clock of the token endpoint's rate window (see ``Sandbox.rate_clock``)."""
+        return self._window.monotonic
+
+    @rate_clock.setter
+    def rate_clock(self, clock: Callable[[], float]) -> None:
+        self._window.monotonic = clock
+
+    @property
     def token_rate_limit(self) -> float | None:
         """Token endpoint requests per second per client id before 429 (None: unlimited)."""
         return self._window.rate_limit
