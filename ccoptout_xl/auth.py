@@ -123,6 +123,10 @@ class SignedInTokens:
                 f"Waited {LOCK_TIMEOUT:.0f} s for another ccoptout-xl process to renew the sign-in; try again."
             ) from None
 
+    def note_token_call(self) -> None:
+        """Note that the token endpoint was just called (a sign-in did), so that a renewal keeps its distance."""
+        self._record_call()
+
     def _stored(self) -> Tokens:
         tokens = self.keeper.load()
         if tokens is None:

@@ -282,6 +282,7 @@ def sign_in(
     else:
         tokens = device_sign_in(app, opener=opener, show=show or print)
     keeper.save(tokens)
+    SignedInTokens(app, keeper).note_token_call()  # a renewal right after waits its second, not a refusal
     return keeper.where, _name_with(tokens.access_token)
 
 

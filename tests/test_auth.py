@@ -325,6 +325,14 @@ def test_keyring_keeps_three_small_entries_refresh_token_first(sandbox: Sandbox,
         keyring.set_keyring(previous)
 
 
+def test_a_renewal_right_after_signing_in_waits_its_turn_instead_of_being_refused(sandbox: Sandbox) -> None:
+    sandbox.oauth.auto_approve = True
+    assert main(["login", "--no-open"]) == 0
+    sandbox.oauth.clock_offset = 25 * 3600  # the next call gets a 401 and renews, within the second
+    assert main(["fetch", "--latest", "1", "--no-cache"]) == 0
+    assert [r.status for r in refreshes(sandbox)] == [200]  # not a 429 from the token endpoint first
+
+
 def test_no_token_text_in_any_output(sandbox: Sandbox, capsys, caplog, tmp_path: Path) -> None:
     caplog.set_level("DEBUG")
     sandbox.oauth.auto_approve = True
