@@ -132,7 +132,7 @@ class HTTPClient:
         self.timeout = timeout
         self.stats = CallStats()
         self.session = session or requests.Session()
-        if self.base_url.startswith("http://"):
+        if urlsplit(self.base_url).scheme == "http":
             # Loopback only (validated above), and it must stay so: a proxy from HTTP_PROXY would see the token.
             self.session.trust_env = False
         self.session.headers.update({"Accept": "application/json", "User-Agent": f"ccoptout-xl/{__version__}"})

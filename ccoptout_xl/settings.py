@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -75,6 +76,12 @@ def number_setting(name: str, kind: type, default: float, low: float, high: floa
     return value
 
 
+def temporary_folder() -> str:
+    """Where temporary files go: ``$TMPDIR`` as given (Python's ``tempfile`` quietly falls back to another folder
+    when that one cannot be written, but SQLite and the user both mean this one), else the system's."""
+    return os.environ.get("TMPDIR") or tempfile.gettempdir()
+
+
 def config_dir() -> Path:
     """``$CCOPTOUT_CONFIG_DIR``, else the user's config folder (e.g. ``~/.config/ccoptout-xl``)."""
     return Path(env(CONFIG_DIR_ENV) or platformdirs.user_config_dir(APP_NAME, appauthor=False))
@@ -109,7 +116,8 @@ def validate_base_url(url: str, what: str = "the API address", example: str = DE
             f"Refusing plain-HTTP {what} {quoted(url)}: use https:// (plain HTTP is allowed only to this "
             "computer, e.g. http://127.0.0.1:8800/v3)."
         )
-    return url.strip().rstrip("/")
+    # The scheme in lower case: what decides plain HTTP elsewhere (no proxy, loopback only) reads it so.
+    return parts._replace(scheme=parts.scheme.lower()).geturl().rstrip("/")
 
 
 def checked_url(url: str, what: str, example: str) -> SplitResult:

@@ -45,7 +45,7 @@ def oauth_session(app: OAuthApp, *, redirect_uri: str | None = None, timeout: fl
         code_challenge_method="S256",
         default_timeout=timeout,
     )
-    if app.auth_url.startswith("http://"):
+    if urlsplit(app.auth_url).scheme == "http":
         session.trust_env = False  # loopback only (checked in OAuthApp): no proxy may see the tokens
     return session
 

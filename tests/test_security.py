@@ -218,3 +218,15 @@ def test_a_token_renewed_elsewhere_and_refused_too_is_renewed_again(
         assert second.contact_counts()["total"] == signed_in.account.counts()["total"]
     refreshes = [r for r in signed_in.oauth.token_requests if r.grant_type == "refresh_token"]
     assert [r.status for r in refreshes] == [200, 200]
+
+
+@pytest.mark.parametrize("scheme", ["HTTP", "Http"])
+def test_a_plain_http_address_in_any_case_never_goes_through_a_proxy(
+    signed_in: Sandbox, other_host: Listener, monkeypatch, capsys, scheme: str
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.2:{other_host.port}")  # would see the bearer token
+    monkeypatch.setenv("CCOPTOUT_API_URL", signed_in.base_url.replace("http", scheme, 1))
+    monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", signed_in.token)
+    assert main(["fetch", "--no-cache", "--latest", "2", "--format", "json"]) == 0, capsys.readouterr().err
+    time.sleep(0.3)
+    assert other_host.received == b"" and len(signed_in.requests) > 0
