@@ -154,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a local imitation of the Constant Contact API",
         description="Serve a deterministic synthetic account on this computer, for trying things out and tests.",
     )
-    sandbox.add_argument("--port", type=int, default=8800, help="TCP port on 127.0.0.1 (default: 8800, 0 = any)")
+    sandbox.add_argument(
+        "--port", type=_whole_number(0, 65535), default=8800, help="TCP port on 127.0.0.1 (default: 8800, 0 = any)"
+    )
     sandbox.add_argument("--contacts", type=_whole_number(1, 10**12), default=100_000, help="contacts in the account")
-    sandbox.add_argument("--seed", type=int, default=1, help="seed of the synthetic account (default: 1)")
+    sandbox.add_argument("--seed", type=_whole_number(0), default=1, help="seed of the synthetic account (default: 1)")
     sandbox.add_argument("--rate-limit", type=float, default=4.0, help="requests per second before 429 (default 4)")
     sandbox.add_argument("--daily-quota", type=_whole_number(1, 10**12), default=10_000, help="requests per UTC day")
     sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
@@ -247,10 +249,7 @@ def run_fetch(args: argparse.Namespace) -> int:
             encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
             with atomic_output(args.output, newline="", encoding=encoding) as out:
                 count = write_optouts(answer, out, args.format, zone, raw=args.raw)
-            print(
-                f"Wrote {plural(count, 'opt-out')} to {args.output} ({plural(answer.calls, 'API call')}).",
-                file=sys.stderr,
-            )
+            _tell(f"Wrote {plural(count, 'opt-out')} to {args.output} ({plural(answer.calls, 'API call')}).")
         else:
             if args.format == "csv" and hasattr(sys.stdout, "reconfigure"):
                 sys.stdout.reconfigure(newline="")  # CSV rows end in CRLF already: no second CR on Windows
@@ -446,14 +445,20 @@ def run_sandbox(args: argparse.Namespace) -> int:
 
 
 def _notice(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr)
+    _tell(f"note: {message}")
+
+
+def _tell(message: str) -> None:
+    """A line on stderr, which may be closed (then print() would fall back to stdout, into the output)."""
+    if sys.stderr is not None:
+        print(message, file=sys.stderr)
 
 
 @contextlib.contextmanager
 def _progress_bar(client: Any, stream: TextIO | None = None) -> Iterator[Any]:
     """A tqdm bar of contacts read (and pages) on a terminal; nothing when stderr is redirected."""
     stream = stream or sys.stderr
-    if not stream.isatty():
+    if stream is None or not stream.isatty():  # None: stderr is closed
         yield None
         return
     from tqdm import tqdm
@@ -509,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error(message: str) -> None:
     """One line on stderr (which may be closed, or unable to encode the message)."""
+    if sys.stderr is None:  # closed: print() would fall back to stdout, into the output
+        return
     with contextlib.suppress(OSError, ValueError, AttributeError):
         print(f"ccoptout-xl: {message}", file=sys.stderr, flush=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -74,3 +76,10 @@ def test_messages_never_carry_an_address_when_stdout_fails(env: dict[str, str], 
     done = _run(env, "fetch", "--no-cache", "--format", "table", shell=">/dev/full")
     assert done.returncode == 6 and done.stderr.decode().count("\n") == 1
     assert "@" not in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+
+
+def test_a_closed_stderr_leaves_the_output_alone(env: dict[str, str], shared_sandbox: Sandbox) -> None:
+    done = _run(env, "fetch", "--no-cache", "--format", "csv", shell="2>&-")
+    assert done.returncode == 0
+    rows = list(csv.reader(io.StringIO(done.stdout.decode("utf-8"), newline="")))
+    assert rows[0][0] == "contact_id" and len(rows) == 1 + len(truth(shared_sandbox))
