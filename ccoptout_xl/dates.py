@@ -17,6 +17,8 @@ from .exceptions import UsageError
 from .text import quoted
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(m|min|minutes?|h|hours?|d|days?|w|weeks?)\s*(ago)?\s*$", re.IGNORECASE)
+_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")  # 30, 365, 3.5: not dates
+_POSIX_OFFSET = re.compile(r"\b(?:UTC|GMT)\s*[+-]\s*\d", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc)
 LATEST = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)  # a day's margin for any conversion later
@@ -99,16 +101,28 @@ def _parse_local(text: str, zone: dt.tzinfo, dayfirst: bool, now: dt.datetime, w
         raise UsageError(f"Cannot read the {what} {shown}: use {DATE_FORMS}.")
     if any(ch.isdigit() and not ch.isascii() for ch in cleaned):
         raise UsageError(f"The {what} {shown} has digits of another script: write them as 0-9.")
-    if cleaned.isdigit() and len(cleaned) not in (4, 8):  # a year (2026) or a compact date (20260501)
+    if _NUMBER.fullmatch(cleaned) and not (cleaned.isdigit() and len(cleaned) in (4, 8)):
+        days = f"{cleaned[:12]}d" if cleaned.isdigit() else "e.g. 30d"
+        raise UsageError(f"The {what} {shown} is only a number: for days ago write {days}, or give a full date.")
+    if _POSIX_OFFSET.search(cleaned):  # dateutil reads "UTC+3" the POSIX way: three hours *behind* UTC
         raise UsageError(
-            f"The {what} {shown} is only a number: for days ago write {cleaned[:12]}d, or give a full date."
+            f"The {what} {shown} has a UTC+N offset, which reads two ways: write the offset as +03:00, or use --tz."
         )
+    if cleaned.isdigit() and len(cleaned) == 4:  # a year: 2026 is its first day (dateutil would take 0030 as a day)
+        return local_midnight(dt.date(max(int(cleaned), 1), 1, 1), zone)
+    today = now.astimezone(zone).date()
     try:
         # Missing parts start their period: "May 2026" is 1 May, "2026" is 1 January; a missing year is this year.
-        default = dt.datetime(now.astimezone(zone).year, 1, 1)
-        parsed = date_parser.parse(cleaned, dayfirst=dayfirst, default=default)
+        parsed = date_parser.parse(cleaned, dayfirst=dayfirst, default=dt.datetime(today.year, 1, 1))
+        # A time without any date ("10am") is today's, not the first of January's: no part of the date was read
+        # if another default changes the year, the month and the day.
+        other = date_parser.parse(cleaned, dayfirst=dayfirst, default=dt.datetime(today.year - 1, 2, 2))
     except (ValueError, OverflowError):
         raise UsageError(f"Cannot read the {what} {shown}: use {DATE_FORMS}.") from None
+    if (parsed.year, parsed.month, parsed.day) != (other.year, other.month, other.day) and (
+        parsed.year != other.year and parsed.month != other.month and parsed.day != other.day
+    ):
+        parsed = dt.datetime.combine(today, parsed.timetz())
     if parsed.tzinfo is not None:
         return parsed
     if parsed.time() == dt.time():

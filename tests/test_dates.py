@@ -94,3 +94,11 @@ def test_time_zones() -> None:
         resolve_timezone("Mars/Olympus")
     with pytest.raises(UsageError, match="Unknown time zone"):
         resolve_timezone("../etc/passwd")
+
+
+def test_a_time_without_a_date_is_today_s() -> None:
+    zone = resolve_timezone("Europe/Paris")
+    now = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.timezone.utc)
+    assert parse_when("10am", zone, now=now) == dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.timezone.utc)
+    assert parse_when("12:30", zone, now=now) == dt.datetime(2026, 11, 29, 11, 30, tzinfo=dt.timezone.utc)
+    assert parse_when("Mar 3", zone, now=now) == dt.datetime(2026, 3, 2, 23, 0, tzinfo=dt.timezone.utc)  # as before
