@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .exceptions import ConfigError
+from .files import NotARegularFile, read_regular_file
 from .settings import (
     AUTH_URL_ENV,
     CLIENT_ID_ENV,
@@ -112,10 +113,11 @@ def _file_settings() -> dict[str, str]:
     path = config_file()
     parser = configparser.ConfigParser(interpolation=None)  # a '%' in a secret is just a character
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
+        parser.read_string(read_regular_file(path).decode("utf-8"), source=str(path))
     except FileNotFoundError:
         return {}
+    except NotARegularFile as exc:
+        raise ConfigError(f"Cannot read {path}: it is {exc.kind}, not a file. Remove it, or write the file.") from None
     except OSError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}. Fix or delete the file.") from None
     except (configparser.Error, UnicodeDecodeError) as exc:

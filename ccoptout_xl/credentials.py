@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeGuard, TypeVar
 
 from .exceptions import ConfigError, SignInRequired
-from .files import atomic_path, retry_while_busy
+from .files import NotARegularFile, atomic_path, read_regular_file, retry_while_busy
 from .settings import TOKEN_STORE_ENV, config_dir, env
 
 T = TypeVar("T")
@@ -142,12 +142,13 @@ class TokenFile:
 
     def load(self) -> Tokens | None:
         try:
-            raw = retry_while_busy(self.path.read_bytes)
+            raw = retry_while_busy(lambda: read_regular_file(self.path))
         except FileNotFoundError:
             return None
-        except IsADirectoryError:
+        except (NotARegularFile, IsADirectoryError) as exc:  # IsADirectoryError: Windows cannot open a folder
+            kind = exc.kind if isinstance(exc, NotARegularFile) else "a folder"
             raise SignInRequired(
-                f"The stored sign-in {self.path} is a folder, not a file: remove it, then {SIGN_IN_AGAIN}."
+                f"The stored sign-in {self.path} is {kind}, not a file: remove it, then {SIGN_IN_AGAIN}."
             ) from None
         except OSError as exc:
             raise SignInRequired(f"Cannot read the stored sign-in {self.path}: {exc.strerror or exc}.") from None

@@ -23,6 +23,7 @@ from typing import IO, Any, TypeVar
 
 from .exceptions import OutputError, UsageError
 from .retry import Sleep, retry_call
+from .settings import temporary_folder
 
 T = TypeVar("T")
 
@@ -83,6 +84,8 @@ def output_target(path: str | os.PathLike[str]) -> Path:
     exists and is not a regular file (a folder, a FIFO, a device, a socket), or is a loop of links.
     """
     given = Path(path)
+    if str(path).endswith(("/", os.sep)):  # Path() drops the slash, and would write a file by the folder's name
+        raise UsageError(f"Cannot write {path}: it names a folder; give the name of a file to write.")
     if not given.parent.is_dir():
         raise UsageError(f"Cannot write {given}: the folder {given.parent} does not exist.")
     try:
@@ -154,10 +157,29 @@ def replace_file(source: str | os.PathLike[str], target: Path) -> None:
         ) from exc
 
 
+class NotARegularFile(OSError):
+    """What :func:`read_regular_file` found instead of a file: ``kind`` says what (a folder, a FIFO...)."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(errno.EINVAL, f"it is {kind}, not a file", str(path))
+        self.kind = kind
+
+
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the file ``path``: a :class:`NotARegularFile` for a folder, FIFO, device or socket, found
+    without blocking on it (opening a FIFO to read waits for a writer, for ever)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(descriptor, "rb", closefd=True) as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, _kind(mode))
+        return handle.read()
+
+
 def temporary_space_error() -> OutputError:
     """The error for a full temporary folder (where opt-outs are collected and report sheets are staged)."""
     return OutputError(
-        f"The temporary folder {tempfile.gettempdir()} is full: free some space there, or set TMPDIR to a folder "
+        f"The temporary folder {temporary_folder()} is full: free some space there, or set TMPDIR to a folder "
         "on a disk with room, and try again; no file was changed."
     )
 

@@ -110,6 +110,11 @@ BAD_DATES = [
     ("escape-sequence", "2026-05-01\x1b[31m", "control characters"),
     ("two-years", "May 2026 2027", "cannot read"),
     ("newline", "2026-05-01\n2026-06-01", "control characters"),
+    ("posix-utc-offset", "2026-05-01 10:00 UTC+3", "reads two ways"),
+    ("posix-gmt-offset", "2026-05-01 10:00 GMT-5", "reads two ways"),
+    ("year-0001", "0001", "out of range"),
+    ("year-0030", "0030", "out of range"),
+    ("decimal-number", "3.5", "only a number"),
 ]
 
 
@@ -181,6 +186,9 @@ def output_rows() -> Iterator[Case]:
         yield Case(f"{command[0]}-o-empty", [*command, "-o", ""], 2, "empty")
         yield Case(f"{command[0]}-o-missing-folder", [*command, "-o", "/no/such/folder/out.xlsx"], 2, "does not exist")
         yield Case(f"{command[0]}-o-folder-is-a-file", [*command, "-o", "existing.csv/out.xlsx"], 2, "does not exist")
+        slash = "names a folder" if command[0] == "fetch" else ".xlsx"  # the report's name is checked first
+        yield Case(f"{command[0]}-o-trailing-slash-new", [*command, "-o", "newdir/"], 2, slash)
+        yield Case(f"{command[0]}-o-trailing-slash-file", [*command, "-o", "existing.csv/"], 2, slash)
     yield Case("report-o-not-xlsx", ["report", "-o", "out.csv"], 2, ".xlsx")
     yield Case("report-o-xlsm", ["report", "-o", "out.xlsm"], 2, ".xlsx")
     yield Case("demo-o-not-xlsx", ["demo", "-o", "out.txt"], 2, ".xlsx")
@@ -343,6 +351,7 @@ def config_rows() -> Iterator[Case]:
         ("duplicate-section", config("[oauth]\nclient_id = a\n[oauth]\nclient_id = b\n"), "config.ini"),
         ("duplicate-key", config("[oauth]\nclient_id = a\nclient_id = b\n"), "config.ini"),
         ("is-a-folder", folder, "config.ini"),
+        ("is-a-fifo", lambda world: os.mkfifo(world.config / "config.ini"), "FIFO"),
         ("client-id-with-space", config("[oauth]\nclient_id = a b\n"), "client id"),
         (
             "auth-url-plain-http",
@@ -412,6 +421,13 @@ def token_file_rows() -> Iterator[Case]:
         (world.config / "tokens.json").mkdir()
 
     yield Case("tokens.json-is-a-folder", ["fetch"], 7, "is a folder", setup=folder, mode=SIGNED_IN)
+
+    def fifo(world: World) -> None:
+        (world.config / "tokens.json").unlink()
+        os.mkfifo(world.config / "tokens.json")  # reading it would wait for a writer for ever
+
+    for command in (["fetch"], ["status"]):
+        yield Case(f"tokens.json-is-a-fifo-{command[0]}", command, 7, "FIFO", setup=fifo, mode=SIGNED_IN)
 
 
 def sign_in_rows() -> Iterator[Case]:
@@ -525,12 +541,12 @@ def store_rows() -> Iterator[Case]:
 
 def sandbox_rows() -> Iterator[Case]:
     bad = {
-        "--port": ["70000", "-1", "abc", ""],
+        "--port": ["70000", "-1", "abc", "", "٨٨٠٠"],
         "--contacts": ["0", "1000000000000", "abc", "-5"],
         "--rate-limit": ["-1", "nan", "inf", "abc", "1e400"],
         "--latency": ["inf", "nan", "-1", "abc", "1e400"],
         "--daily-quota": ["0", "-1", "abc"],
-        "--seed": ["abc", "1" * 40],
+        "--seed": ["abc", "1" * 40, "٣"],
     }
     for option, values in bad.items():
         for value in values:
