@@ -200,6 +200,7 @@ def refresh(book: Any = None) -> None:
     """
     book = book or xw.Book.caller()
     with _reporting(book, "Refresh"), _status_bar(book) as show:
+        check_table(book.sheets[OPTOUTS_SHEET])
         query = _query(
             _setting(book, SINCE), _setting(book, UNTIL), _setting(book, LIMIT), _setting(book, INCLUDE_DELETED),
             since_required=False,
@@ -223,6 +224,17 @@ def refresh(book: Any = None) -> None:
         notes = "".join(f" Note: {one_line_text(notice)}" for notice in answer.notices)
         _status(book, f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())}).{notes}")
         recalculate(book)
+
+
+def check_table(sheet: Any) -> None:
+    """Refuse, before any work, a table whose columns are not this version's (a workbook written by an earlier
+    one): the rows are written by position and would land under the wrong headers."""
+    found = sheet.tables[TABLE].header_row_range.value
+    if list(found or []) != TABLE_HEADER:
+        raise UsageError(
+            "This workbook's OptOuts table has other columns than this version of ccoptout-xl writes: make a new "
+            "copy with `ccoptout-xl workbook` (the old rows were left as they were)."
+        )
 
 
 def progress_text(fetched: int, total: int | None, pages: int) -> str:
@@ -297,8 +309,9 @@ def sign_in(book: Any = None) -> None:
             _status(book, text)
             book.app.alert(f"{text}\n\nApprove in the browser, then click OK; this workbook waits for it.", "Sign in")
 
-        kept_in, _ = service.sign_in(show=show, opener=webbrowser.open)
-        _status(book, f"Signed in; the sign-in is kept in {kept_in}. Click Refresh.")
+        kept_in, account = service.sign_in(show=show, opener=webbrowser.open)
+        to = f" to {neutralise(account)}" if account else ""
+        _status(book, f"Signed in{to}; the sign-in is kept in {kept_in}. Click Refresh.")
 
 
 def sign_out(book: Any = None) -> None:

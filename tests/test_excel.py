@@ -169,6 +169,8 @@ class FakeRange:
 
     @property
     def value(self) -> Any:
+        if self.first[0] == self.last[0] and self.first[1] != self.last[1]:  # one row: a list, as xlwings gives
+            return [self.grid.cells.get((self.first[0], c)) for c in range(self.first[1], self.last[1] + 1)]
         return self.grid.cells.get(self.first)
 
     @value.setter
@@ -206,6 +208,8 @@ class FakeSheet:
     def __init__(self) -> None:
         self.grid = Grid()
         self.tables = {excel.TABLE: FakeTable(self.grid)}
+        for column, header in enumerate(excel.TABLE_HEADER, start=1):  # as the built workbook has them
+            self.grid.cells[(1, column)] = header
 
     def range(self, first: tuple[int, int], last: tuple[int, int] | None = None) -> FakeRange:
         return FakeRange(self.grid, first, last)
@@ -384,7 +388,8 @@ def test_sign_in_opens_the_browser_before_the_blocking_message_then_sign_out(
         excel.sign_in(book)
         assert [event.split(":")[0] for event in events] == ["browser", "alert"]
         assert "enter the code" in events[1]
-        assert book.value(excel.STATUS).startswith("Signed in; the sign-in is kept in")
+        status = book.value(excel.STATUS)
+        assert status.startswith(f"Signed in to {sb.account.summary()['organization_name']}; the sign-in is kept in")
         excel.sign_out(book)
         assert book.value(excel.STATUS) == "Signed out."
         excel.sign_out(book)
@@ -392,3 +397,16 @@ def test_sign_in_opens_the_browser_before_the_blocking_message_then_sign_out(
         monkeypatch.delenv("CCOPTOUT_CLIENT_ID")
         excel.sign_in(book)
         assert book.value(excel.STATUS).startswith("Sign-in failed: No Constant Contact app is set up")
+
+
+def test_a_workbook_from_an_earlier_version_is_refused_before_any_work(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")
+    sheet = book.sheets[excel.OPTOUTS_SHEET]
+    old = ["Email", "Opted out", "Source", "Reason", "First name", "Last name", "Lists", "Contact ID"]  # 097439a's
+    for column, header in enumerate(old, start=1):
+        sheet.grid.cells[(1, column)] = header
+    sheet.grid.cells[(2, 1)] = "an earlier row"
+    sandbox.reset_log()
+    excel.refresh(book)
+    assert "other columns" in book.value(excel.STATUS) and "ccoptout-xl workbook" in book.value(excel.STATUS)
+    assert sheet.grid.cells[(2, 1)] == "an earlier row" and list(sandbox.requests) == []
