@@ -12,6 +12,7 @@ Layers (``docs/architecture.md``): front ends (``cli``, ``excel``) -> this modul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -25,7 +26,7 @@ from .client import Client
 from .config import OAuthApp, config_file
 from .credentials import SIGN_IN_AGAIN, Tokens, token_keeper
 from .dates import zone_name
-from .exceptions import ApiError, QuotaGuard, SignInRequired, StoreError
+from .exceptions import ApiError, CcOptOutError, QuotaGuard, SignInRequired
 from .http_client import HTTPClient, RetryPolicy, TokenProvider
 from .optouts import OptOut
 from .query import MAX_LATEST, Notice, OptOutQuery, Progress, QueryResult, from_api
@@ -83,8 +84,7 @@ class Notices(list[str]):
 
     def __call__(self, message: str) -> None:
         self.append(message)
-        if self._forward is not None:
-            self._forward(message)
+        (self._forward or log.warning)(message)  # logged when nobody listens, as before
 
 
 @dataclass
@@ -195,8 +195,10 @@ def sync(
     on_notice: Notice | None = None,
 ) -> SyncReport:
     """Bring the local store of ``client``'s account up to date (see :meth:`OptOutStore.sync`)."""
-    with OptOutStore.for_client(client, on_notice=Notices(on_notice)) as store:
-        return store.sync(client, full=full, force=force, on_progress=on_progress)
+    notices = Notices(on_notice)
+    with OptOutStore.for_client(client, on_notice=notices) as store:
+        report = store.sync(client, full=full, force=force, on_progress=on_progress)
+    return dataclasses.replace(report, notices=tuple(notices))
 
 
 def make_report(
@@ -370,7 +372,7 @@ def _count_calls(client: Client) -> None:
         if OptOutStore.path_for(client).is_file():
             with OptOutStore.for_client(client) as store:
                 store.count_calls(client)
-    except (StoreError, OSError) as exc:  # the work is done (or failed already): only the guard's count is lost
+    except (CcOptOutError, OSError) as exc:  # the work is done (or failed already): only the guard's count is lost
         log.warning("note: %d API calls could not be counted against today's quota: %s", uncounted, exc)
 
 

@@ -90,6 +90,7 @@ class SyncReport:
     fetched: int = 0
     rows: int = 0
     seconds: float = 0.0
+    notices: tuple[str, ...] = ()  # what the sync noticed (a store moved aside, the full-scan fallback)
 
 
 class StoredOptOuts:
@@ -295,7 +296,7 @@ class OptOutStore:
                     raise QuotaGuard(
                         f"{used:,} of today's {daily_quota:,} API calls are used ({used / daily_quota:.0%}; the "
                         f"guard stops syncs at {quota_share:.0%} so other integrations keep working): not syncing. "
-                        "Use --force to sync anyway; the quota resets at 00:00 UTC."
+                        "Sync anyway with `ccoptout-xl sync --force` (or --force); the quota resets at 00:00 UTC."
                     )
                 full_at = self._meta_time("full_sync_at")
                 newest = self._table.newest_date()

@@ -98,3 +98,14 @@ def test_calls_of_a_question_that_fails_midway_are_counted_too(sandbox: Sandbox,
     sandbox.faults.add(Fault(kind="malformed", at_request=2))  # the second page is not JSON: not retried
     assert main(["fetch", "--no-cache", "-o", str(tmp_path / "out.csv")]) == 3
     assert api_calls(sandbox) == 2 and calls_today() == before + 2
+
+
+def test_a_sync_returns_its_notices(sandbox: Sandbox) -> None:
+    from ccoptout_xl.store import OptOutStore
+
+    with cc.connect() as client:
+        path = OptOutStore.path_for(client)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not a database" * 100)
+        report = cc.sync(client)
+    assert report.kind == "full" and len(report.notices) == 1 and "moved to" in report.notices[0]
