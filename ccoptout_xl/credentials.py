@@ -27,7 +27,6 @@ from .files import NotARegularFile, atomic_path, read_regular_file, retry_while_
 from .settings import TOKEN_STORE_ENV, config_dir, env
 
 T = TypeVar("T")
-STORE_ENV = TOKEN_STORE_ENV
 KEYRING_SERVICE = "ccoptout-xl"
 SIGN_IN_AGAIN = "sign in again with `ccoptout-xl login`"
 
@@ -243,7 +242,7 @@ class TokenKeyring:
         except Exception as exc:  # KeyringError, and the platform's own (pywintypes.error, dbus errors)
             raise SignInRequired(
                 f"The system keyring refused access ({type(exc).__name__}); unlock it, or set "
-                f"{STORE_ENV}=file to keep the sign-in in an owner-only file instead."
+                f"{TOKEN_STORE_ENV}=file to keep the sign-in in an owner-only file instead."
             ) from None
 
 
@@ -262,9 +261,9 @@ def keyring_available() -> bool:
 
 def token_keeper(client_id: str) -> TokenKeeper:
     """The store for this app's tokens: the keyring when there is one, else the owner-only file."""
-    choice = (env(STORE_ENV) or "").strip().lower()
+    choice = (env(TOKEN_STORE_ENV) or "").strip().lower()
     if choice not in ("", "file", "keyring"):
-        raise ConfigError(f"{STORE_ENV} must be 'file' or 'keyring', not {choice!r}.")
+        raise ConfigError(f"{TOKEN_STORE_ENV} must be 'file' or 'keyring', not {choice!r}.")
     if choice == "keyring" or (not choice and keyring_available()):
         return TokenKeyring(client_id)
     return TokenFile(config_dir() / "tokens.json")

@@ -41,7 +41,7 @@ from .optouts import OptOut
 from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, from_api
 from .retry import Sleep, retry_call
 from .settings import CACHE_DIR_ENV, QUOTA_ENV, SHARE_ENV, cache_dir, number_setting
-from .table import OptOutTable
+from .table import OptOutTable, sqlite_kind
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +490,7 @@ class OptOutStore:
             return retry_call(
                 self._connect,
                 on=sqlite3.OperationalError,
-                when=lambda exc: _sqlite_kind(exc) == "busy",
+                when=lambda exc: sqlite_kind(exc) == "busy",
                 tries=51,
                 delay=0.1,
                 sleep=self._sleep,
@@ -500,7 +500,7 @@ class OptOutStore:
         except sqlite3.OperationalError:
             raise
         except sqlite3.DatabaseError as exc:
-            if _sqlite_kind(exc) != "damaged":
+            if sqlite_kind(exc) != "damaged":
                 raise
             return self._rebuild(f"it could not be read ({exc})", None)
 
@@ -599,7 +599,7 @@ class OptOutStore:
         """One line for what went wrong with the store's file or folder, and what to do."""
         folder = self.path.parent
         if isinstance(exc, sqlite3.Error):
-            kind = _sqlite_kind(exc)
+            kind = sqlite_kind(exc)
             if kind == "busy":
                 return StoreError(
                     f"The local opt-out store {self.path} is busy: another program has held it for 30 s. Try again "
@@ -675,25 +675,6 @@ def _layout(db: sqlite3.Connection) -> int | str | None:
         return int(row[0])
     except (TypeError, ValueError):
         return -1  # ours, in a layout that cannot be read: rebuilt
-
-
-def _sqlite_kind(exc: sqlite3.Error) -> str:
-    """What an SQLite error is about: "full", "readonly", "cantopen", "busy", "damaged", "io" or "other"."""
-    name = getattr(exc, "sqlite_errorname", "") or ""  # Python 3.11+
-    text = str(exc).lower()
-    if name.startswith("SQLITE_FULL") or "disk is full" in text:
-        return "full"
-    if name.startswith("SQLITE_READONLY") or "readonly" in text:
-        return "readonly"
-    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
-        return "cantopen"
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
-        return "busy"
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
-        return "damaged"
-    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
-        return "io"
-    return "other"
 
 
 def _obstacle(path: Path) -> tuple[Path, OSError] | None:

@@ -126,7 +126,7 @@ class OptOutSet(OptOutTable):
             with self.db:
                 return super().add_all(optouts)
         except sqlite3.OperationalError as exc:
-            if "full" in str(exc):  # SQLITE_FULL: the temporary folder it spilled to
+            if sqlite_kind(exc) == "full":  # the temporary folder it spilled to
                 raise temporary_space_error() from None
             raise
 
@@ -144,3 +144,22 @@ def sort_key(moment: dt.datetime) -> int:
     """Microseconds since the epoch: orders instants correctly across offsets."""
     delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def sqlite_kind(exc: sqlite3.Error) -> str:
+    """What an SQLite error is about: "full", "readonly", "cantopen", "busy", "damaged", "io" or "other"."""
+    name = getattr(exc, "sqlite_errorname", "") or ""  # Python 3.11+
+    text = str(exc).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return "full"
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return "readonly"
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return "cantopen"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
+        return "busy"
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
+        return "damaged"
+    if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+        return "io"
+    return "other"
