@@ -11,7 +11,9 @@ issuer the API accepts besides an explicit ``Sandbox(token=...)``.
 
 ``sb.account.opt_out(count=25)``, ``sb.account.resubscribe(ids)`` and ``sb.account.delete(ids)`` change
 the served account (in a private copy: other sandboxes on the same spec are unaffected) for tests of
-incremental sync.
+incremental sync; ``opt_out(..., at=old, backdated=True)`` is an opt-out that arrives now with an old date.
+``sb.account.pick("active" | "unsubscribed" | "any_not_deleted", n, rng)`` draws contacts at random,
+deterministically, and ``sb.account.optouts_truth()`` lists every contact that carries an opt-out.
 
 Runtime code uses the standard library only.
 """
