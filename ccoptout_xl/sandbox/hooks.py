@@ -24,13 +24,18 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request as the sandbox saw it. ``at`` is time.time() on arrival; query keeps the first value."""
+    """One request as the sandbox saw it. ``at`` is time.time() on arrival; query keeps the first value.
+
+    ``delay``: the seconds the answer was held back (``latency``, ``latency_per_contact`` times the contacts in a
+    page of ``GET /v3/contacts``, a "slow" fault's delay), set once answered.
+    """
 
     method: str
     path: str
     query: dict[str, str]
     status: int
     at: float
+    delay: float = 0.0
 
 
 class RecordList(Sequence[T]):
@@ -112,12 +117,12 @@ class RequestLog(RecordList[RequestRecord]):
                 self._numbered += 1
             return RequestHandle(self._generation, len(self._records), self._numbered if numbered else 0)
 
-    def close(self, handle: RequestHandle, status: int) -> None:
-        """Set the final status of a logged request (ignored if the log was cleared meanwhile)."""
+    def close(self, handle: RequestHandle, status: int, delay: float = 0.0) -> None:
+        """Set the final status (and delay) of a logged request (ignored if the log was cleared meanwhile)."""
         with self._lock:
             if handle.generation == self._generation:
                 index = handle.position - 1
-                self._records[index] = replace(self._records[index], status=status)
+                self._records[index] = replace(self._records[index], status=status, delay=delay)
 
     def clear(self) -> None:
         """Forget all requests; numbering restarts at 1."""

@@ -1,10 +1,12 @@
 """The sandbox HTTP server: a local stand-in for Constant Contact's V3 API.
 
 Each API request goes through: auth (401) -> scope (403) -> daily quota -> rate window -> faults ->
-endpoint, then waits ``latency`` seconds (in its own thread, so concurrent requests are not serialized)
-and is answered with JSON and a Content-Length, over HTTP/1.1 keep-alive. Requests under
-``/oauth2/default/v1`` go to the authorization server instead (oauth.py, oauth_http.py), with the same
-latency. Every request lands in ``Sandbox.requests``.
+endpoint, then waits (in its own thread, so concurrent requests are not serialized) and is answered with
+JSON and a Content-Length, over HTTP/1.1 keep-alive. The wait models a server whose work grows with the
+page: ``latency + latency_per_contact * (contacts in the page)`` seconds for ``GET /v3/contacts``, and
+``latency`` for every other request (plus a "slow" fault's delay). Requests under ``/oauth2/default/v1``
+go to the authorization server instead (oauth.py, oauth_http.py), with the same ``latency``. Every request
+lands in ``Sandbox.requests``, with the delay it was given (``RequestRecord.delay``).
 """
 
 from __future__ import annotations
@@ -33,11 +35,19 @@ from .limits import Limits
 from .oauth import SCOPES, OAuthServer
 from .oauth_http import OAUTH_PATH, OAuthRoutes
 from .reply import Reply
-from .settings import check_daily_quota, check_latency, check_rate_limit, check_server_settings
+from .settings import (
+    check_daily_quota,
+    check_latency,
+    check_latency_per_contact,
+    check_rate_limit,
+    check_server_settings,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BODY = 1 << 20
+CONTACTS_PATH = "/v3/contacts"
+"""The one operation whose answers wait longer for more contacts (``latency_per_contact``)."""
 FAULT_ERRORS = {
     "500": ("server.error", "There was a problem with our internal service."),
     "503": ("service.unavailable", "Our internal service is temporarily unavailable."),
@@ -47,12 +57,15 @@ FAULT_ERRORS = {
 class Sandbox:
     """A running (or ready to run) fake V3 API over one synthetic account, with its authorization server.
 
-    ``rate_limit`` (requests per second per API key), ``daily_quota`` (per UTC day), ``latency`` (seconds)
-    and ``optout_filters`` (False: behave like a server from before optout_after/optout_before existed)
-    can all be changed while serving. None disables a limit. Settings are checked before anything else is
-    done (no account generated, no port bound): ``port`` 0 to 65535, ``rate_limit`` finite and above 0,
-    ``daily_quota`` a whole number from 1, ``latency`` from 0 to 60 seconds; anything else (NaN, infinity,
-    a negative number, a bool) is a ``SettingError``, a ValueError whose one-line message names the setting.
+    ``rate_limit`` (requests per second per API key), ``daily_quota`` (per UTC day), ``latency`` (seconds
+    added to every answer), ``latency_per_contact`` (seconds added per contact in a page of ``GET
+    /v3/contacts``: a page of n contacts waits ``latency + latency_per_contact * n``) and ``optout_filters``
+    (False: behave like a server from before optout_after/optout_before existed) can all be changed while
+    serving. None disables a limit. Settings are checked before anything else is done (no account generated,
+    no port bound): ``port`` 0 to 65535, ``rate_limit`` finite and above 0, ``daily_quota`` a whole number
+    from 1, ``latency`` from 0 to 60 seconds, ``latency_per_contact`` from 0 to 0.1 seconds; anything else
+    (NaN, infinity, a negative number, a bool) is a ``SettingError``, a ValueError whose one-line message
+    names the setting.
 
     The API key of a request is the client id of its access token (the real limits are per API key), or the
     ``token`` given to the constructor.
@@ -75,17 +88,19 @@ class Sandbox:
         rate_limit: float | None = 4.0,
         daily_quota: int | None = 10_000,
         latency: float = 0.0,
+        latency_per_contact: float = 0.0,
         optout_filters: bool = True,
         db_path: str | os.PathLike[str] | None = None,
         token: str | None = None,
     ) -> None:
         _require_loopback(host)
-        check_server_settings(port, rate_limit, daily_quota, latency)
+        check_server_settings(port, rate_limit, daily_quota, latency, latency_per_contact)
         self.spec = spec if spec is not None else AccountSpec()
         self.account = Account.open(self.spec, db_path)
         self.host = host
         self.port = port
         self._latency = latency
+        self._latency_per_contact = latency_per_contact
         self.optout_filters = optout_filters
         summary = self.account.summary()
         self.oauth = OAuthServer(
@@ -140,6 +155,22 @@ class Sandbox:
     @latency.setter
     def latency(self, value: float) -> None:
         self._latency = check_latency(value)
+
+    @property
+    def latency_per_contact(self) -> float:
+        """Seconds added per contact in a page of ``GET /v3/contacts``, on top of ``latency`` (0 to 0.1)."""
+        return self._latency_per_contact
+
+    @latency_per_contact.setter
+    def latency_per_contact(self, value: float) -> None:
+        self._latency_per_contact = check_latency_per_contact(value)
+
+    def answer_delay(self, path: str, contacts: int = 0) -> float:
+        """Seconds an answer to ``path`` carrying ``contacts`` contacts waits, by the current settings (no fault)."""
+        delay = self._latency
+        if path == CONTACTS_PATH:
+            delay += self._latency_per_contact * contacts
+        return delay
 
     @property
     def quota_used(self) -> int:
@@ -247,20 +278,22 @@ class Sandbox:
         record = RequestRecord(method, parts.path, query, PENDING, time.time())
         log_handle = self.requests.open(record, numbered=not oauth)
         fault: Fault | None = None
+        contacts = 0
         try:
             if oauth:
                 authorization = handler.headers.get("Authorization")
                 reply = self._oauth_routes.handle(method, parts.path, query, body or b"", authorization)
             else:
-                reply, fault = self._decide(handler, method, parts.path, query, log_handle.number)
+                reply, fault, contacts = self._decide(handler, method, parts.path, query, log_handle.number)
         except Exception:
             logger.exception("sandbox failed on %s %s", method, handler.path)
             reply = Reply.json(500, [{"error_key": "server.error", "error_message": "Sandbox bug"}])
-        delay = self.latency + (fault.delay if fault is not None and fault.kind == "slow" else 0.0)
+        delay = self.answer_delay(parts.path, contacts)
+        delay += fault.delay if fault is not None and fault.kind == "slow" else 0.0
         if delay > 0:
-            self._stopping.wait(delay)
+            self._stopping.wait(delay)  # this request's own thread: others are answered meanwhile
         if fault is not None and fault.kind == "drop":
-            self.requests.close(log_handle, DROPPED)
+            self.requests.close(log_handle, DROPPED, delay)
             handler.close_connection = True
             try:
                 handler.connection.shutdown(socket.SHUT_RDWR)
@@ -270,7 +303,7 @@ class Sandbox:
         if fault is not None and fault.kind == "malformed":
             text = reply.payload.decode("utf-8")  # a proper prefix of JSON is never valid JSON
             reply = replace(reply, status=200, payload=text[: len(text) // 2].encode("utf-8"))
-        self.requests.close(log_handle, reply.status)
+        self.requests.close(log_handle, reply.status, delay)
         if fault is not None and fault.kind == "truncated":
             handler.close_connection = True
             _send(handler, reply, truncate=True)
@@ -283,36 +316,38 @@ class Sandbox:
 
     def _decide(
         self, handler: _Handler, method: str, path: str, query: dict[str, str], number: int
-    ) -> tuple[Reply, Fault | None]:
+    ) -> tuple[Reply, Fault | None, int]:
+        """The reply, the fault that shaped it, and the number of contacts it carries."""
         scheme, _, credentials = (handler.headers.get("Authorization") or "").strip().partition(" ")
         caller = self._authenticate(credentials.strip()) if scheme.lower() == "bearer" else None
         if caller is None:
-            return Reply.json(401, UNAUTHORIZED), None
+            return Reply.json(401, UNAUTHORIZED), None, 0
         key, scopes = caller
         needed = self._api.required_scope(path)
         if needed is not None and needed not in scopes:
             message = f"The access token lacks the {needed} scope that {path} needs."
-            return Reply.json(403, [{"error_key": "forbidden", "error_message": message}]), None
+            return Reply.json(403, [{"error_key": "forbidden", "error_message": message}]), None, 0
         if not self._limits.spend_quota(key):
-            return Reply.json(429, QUOTA_EXCEEDED), None
+            return Reply.json(429, QUOTA_EXCEEDED), None, 0
         if not self._limits.admit(key):
-            return Reply.json(429, THROTTLED), None
+            return Reply.json(429, THROTTLED), None, 0
         fault = self.faults.pick(number, path)
         if fault is not None and fault.kind in FAULT_ERRORS:
             error_key, message = FAULT_ERRORS[fault.kind]
-            return Reply.json(int(fault.kind), [{"error_key": error_key, "error_message": message}]), fault
+            return Reply.json(int(fault.kind), [{"error_key": error_key, "error_message": message}]), fault, 0
         if fault is not None and fault.kind == "drop":
-            return Reply(DROPPED), fault
+            return Reply(DROPPED), fault, 0
         if fault is not None and fault.kind == "429":
-            return Reply.json(429, THROTTLED), fault
+            return Reply.json(429, THROTTLED), fault, 0
         if fault is not None and fault.kind == "invalidate":
             self.oauth.invalidate_access_tokens()  # this request's token among them: it gets the 401 of a dead token
-            return Reply.json(401, UNAUTHORIZED), fault
+            return Reply.json(401, UNAUTHORIZED), fault, 0
         try:
             status, body = self._api.handle(method, path, query, self.optout_filters)
         except ApiError as error:
             status, body = error.status, error.body
-        return Reply.json(status, body), fault
+        contacts = len(body["contacts"]) if path == CONTACTS_PATH and status == 200 else 0
+        return Reply.json(status, body), fault, contacts
 
     def _authenticate(self, offered: str) -> tuple[str, tuple[str, ...]] | None:
         """(API key, scopes) of a bearer token the API accepts, or None."""

@@ -14,6 +14,8 @@ MAX_CONTACTS = 5_000_000
 MAX_SEED = 2**63 - 1
 MAX_LATENCY = 60.0
 """Seconds: longer than any real answer, shorter than a client's patience."""
+MAX_LATENCY_PER_CONTACT = 0.1
+"""Seconds per contact in a page: a full page (500) then waits at most 50 s more, within a client's patience."""
 MAX_DAILY_QUOTA = 10**12
 MAX_PORT = 65_535
 
@@ -83,12 +85,15 @@ def number(
     return value
 
 
-def check_server_settings(port: Any, rate_limit: Any, daily_quota: Any, latency: Any) -> None:
+def check_server_settings(
+    port: Any, rate_limit: Any, daily_quota: Any, latency: Any, latency_per_contact: Any = 0.0
+) -> None:
     """Raise :class:`SettingError` for the first unusable server setting (see ``Sandbox``)."""
     whole("port", port, 0, MAX_PORT)
     check_rate_limit(rate_limit)
     check_daily_quota(daily_quota)
     check_latency(latency)
+    check_latency_per_contact(latency_per_contact)
 
 
 def check_rate_limit(value: Any) -> float | None:
@@ -101,5 +106,11 @@ def check_daily_quota(value: Any) -> int | None:
 
 def check_latency(value: Any) -> float:
     result = number("latency", value, 0, MAX_LATENCY, unit="seconds")
+    assert result is not None
+    return result
+
+
+def check_latency_per_contact(value: Any) -> float:
+    result = number("latency_per_contact", value, 0, MAX_LATENCY_PER_CONTACT, unit="seconds")
     assert result is not None
     return result
