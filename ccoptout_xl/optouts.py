@@ -27,6 +27,7 @@ class OptOut:
     opt_out_reason: str | None  # the person's own words; None when they gave none
     list_ids: tuple[str, ...] = ()
     deleted: bool = False
+    created_at: dt.datetime | None = None  # when the contact was created (the store's second dimension)
 
     @classmethod
     def from_contact(cls, contact: Mapping[str, Any]) -> OptOut | None:
@@ -54,6 +55,7 @@ class OptOut:
             opt_out_reason=None if reason is None else str(reason),
             list_ids=tuple(str(i) for i in contact.get("list_memberships") or ()),
             deleted=deleted,
+            created_at=parse_api_datetime(contact.get("created_at")),
         )
 
 

@@ -1,17 +1,23 @@
-"""The local opt-out store: instant repeat queries, incremental sync, and a guard on the daily quota.
+"""The local opt-out store: instant repeat queries, a sync that stays exact in a few calls, and a guard on the
+daily quota.
 
 One SQLite file per account in the user's cache folder holds the account's opt-outs (deleted contacts
-included) and its sync state. Queries are answered from it with no API call while it is fresh (synced within
-``max_age``, default 5 minutes); otherwise a sync runs first:
+included), what the store learned when (:mod:`.history`: first seen opted out, re-subscribed, deleted) and its
+sync state. Queries are answered from it with no API call while it is fresh (synced within ``max_age``, default 5
+minutes); otherwise a sync runs first:
 
-* **full** when there is no snapshot or the last full one is older than ``full_every`` (default 24 hours): every
-  opt-out is fetched, then replaces the snapshot in one transaction;
-* **incremental** otherwise: ``optout_after`` the newest opt-out stored minus :data:`OVERLAP`, upserted.
+* **full** when there is no snapshot, when asked (``sync --full``), or as the backstop when the last full one is
+  older than ``full_every`` (default 7 days, ``CCOPTOUT_FULL_SYNC_DAYS``; callers that must answer quickly, Excel's
+  Refresh, skip the backstop): every opt-out is read, then replaces the snapshot in one transaction;
+* **incremental** otherwise: the opt-outs dated from the newest stored one minus :data:`OVERLAP` are read and
+  replace that part of the store, then the server's counts are compared with the store's and what differs is
+  repaired (:mod:`.reconcile`): re-subscriptions, deletions and back-dated opt-outs are found in a few calls.
 
-A contact who opts back in (or is deleted after opting out) is only seen by a full sync, so it may stay in the
-store for up to ``full_every``. The file is in WAL mode: readers keep working while a sync writes. A sync
-fetches everything before it touches the file, so one that fails or is killed leaves the previous snapshot as it
-was; a cross-process lock makes two processes that sync at once do the work once.
+When the server's counts contradict the rows it returns, the store stops trusting them (one notice): incremental
+syncs then only read new opt-outs, and a full sync runs daily as before. The file is in WAL mode: readers keep
+working while a sync writes. Each write is one transaction, so a sync that fails or is killed leaves the store as
+it was, or with some regions already repaired; a cross-process lock makes two processes that sync at once do the
+work once.
 """
 
 from __future__ import annotations
@@ -37,17 +43,20 @@ from .client import Client
 from .credentials import jwt_claims
 from .exceptions import ApiError, CcOptOutError, QuotaGuard, StoreError
 from .files import disk_full
+from .history import Change, History, RegionUpdate, replace_region
 from .optouts import OptOut
 from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, from_api
+from .reconcile import ROOT, CountsContradict, Outcome, Reconciler, TooCostly
 from .retry import Sleep, retry_call
-from .settings import CACHE_DIR_ENV, QUOTA_ENV, SHARE_ENV, cache_dir, number_setting
-from .table import OptOutTable, sqlite_kind
+from .settings import CACHE_DIR_ENV, FULL_SYNC_ENV, QUOTA_ENV, SHARE_ENV, cache_dir, number_setting
+from .table import EVERYWHERE, OptOutTable, Region, sort_key, sqlite_kind
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: creation dates (the reconciliation's second dimension) and the history of changes
 MAX_AGE = dt.timedelta(minutes=5)
-FULL_EVERY = dt.timedelta(hours=24)
+FULL_EVERY_DAYS = 7  # the backstop: counts cannot prove equality, a full sync can
+UNTRUSTED_FULL_EVERY = dt.timedelta(hours=24)  # without trusted counts, as before them
 OVERLAP = dt.timedelta(hours=1)  # re-read this much before the newest stored opt-out: late writes, clock skew
 DAILY_QUOTA = 10_000
 QUOTA_SHARE = 0.8
@@ -58,6 +67,13 @@ ELSEWHERE = f"set {CACHE_DIR_ENV} to another folder (or use --no-cache)"
 SLACK_BYTES = 128 * 1024  # what any write needs beyond its data: the shared-memory index, a few log pages
 LAST_USED = "last-used-store"
 SPACE_NEEDED = "space_needed"  # meta: the bytes the last sync that failed for want of space needed
+UNTRUSTED = "counts_untrusted"  # meta: why the server's counts are not used (they contradicted its rows)
+
+
+def backstop_interval() -> dt.timedelta:
+    """How often a full sync runs as the backstop of count reconciliation (``CCOPTOUT_FULL_SYNC_DAYS``)."""
+    days = number_setting(FULL_SYNC_ENV, float, FULL_EVERY_DAYS, 1, 365, "a number of days")
+    return dt.timedelta(days=days)
 
 
 def account_key(base_url: str, access_token: str) -> str:
@@ -79,6 +95,9 @@ class StoreState:
     newest_opt_out: dt.datetime | None
     calls_today: int
     size_bytes: int
+    events: int = 0  # changes recorded (``ccoptout-xl changes``)
+    full_sync_due: dt.datetime | None = None  # when the backstop full sync is next due
+    counts_untrusted: str | None = None  # why counts are not used, if they are not
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,10 @@ class SyncReport:
     rows: int = 0
     seconds: float = 0.0
     notices: tuple[str, ...] = ()  # what the sync noticed (a store moved aside, the full-scan fallback)
+    changes: int = 0  # contacts found opted out, re-subscribed or deleted (recorded in the history)
+    repaired: int = 0  # of those, found by comparing counts (invisible to a read of new opt-outs)
+    counted: bool = False  # the server's counts were compared with the store's
+    full_sync_due: dt.datetime | None = None  # when the backstop full sync is next due
 
 
 class StoredOptOuts:
@@ -231,14 +254,20 @@ class OptOutStore:
         with self._failures():
             files = [Path(str(self.path) + suffix) for suffix in ("", "-wal", "-shm")]
             size = sum(p.stat().st_size for p in files if p.is_file())
+            full_at = self._meta_time("full_sync_at")
+            untrusted = self._meta_text(UNTRUSTED)
+            every = UNTRUSTED_FULL_EVERY if untrusted else backstop_interval()
             return StoreState(
                 path=self.path,
                 rows=self._table.count(),
                 last_sync_at=self.last_sync_at,
-                full_sync_at=self._meta_time("full_sync_at"),
+                full_sync_at=full_at,
                 newest_opt_out=self._table.newest_date(),
                 calls_today=self.calls_today(),
                 size_bytes=size,
+                events=self._history.count(),
+                full_sync_due=None if full_at is None else full_at + every,
+                counts_untrusted=untrusted,
             )
 
     def calls_today(self) -> int:
@@ -268,23 +297,26 @@ class OptOutStore:
         *,
         full: bool = False,
         force: bool = False,
-        full_every: dt.timedelta = FULL_EVERY,
+        backstop: bool = True,
+        full_every: dt.timedelta | None = None,
         daily_quota: int | None = None,
         quota_share: float | None = None,
         on_progress: Progress | None = None,
     ) -> SyncReport:
         """Bring the store up to date (full or incremental, see the module's docstring) and say what was done.
 
-        Past ``quota_share`` of ``daily_quota`` calls today it raises :class:`QuotaGuard` instead, unless
-        ``force``. If another process synced while this one waited for the lock, nothing more is done. A full
-        sync that the disk cannot hold (judged from the store's size) is refused before any call; one whose write
-        fails leaves the previous snapshot as it was. Both are a :class:`StoreError` saying how much space is
+        ``backstop`` False skips a due backstop full sync (a caller that must answer quickly); a new store is always
+        synced in full. Past ``quota_share`` of ``daily_quota`` calls today it raises :class:`QuotaGuard` instead,
+        unless ``force``. If another process synced while this one waited for the lock, nothing more is done. A
+        full sync that the disk cannot hold (judged from the store's size) is refused before any call; one whose
+        write fails leaves the previous snapshot as it was. Both are a :class:`StoreError` saying how much space is
         needed.
         """
         daily_quota = daily_quota or number_setting(QUOTA_ENV, int, DAILY_QUOTA, 1, 10**9, "a whole number")
         quota_share = quota_share or number_setting(SHARE_ENV, float, QUOTA_SHARE, 0.01, 1.0)
+        full_every = full_every or backstop_interval()
         asked_at = _now()
-        started = time.monotonic()
+        started, calls_before = time.monotonic(), client.stats.calls
         with self._locked(LOCK_TIMEOUT, "sync"):
             with self._failures():
                 self._follow_replaced_file()
@@ -300,27 +332,50 @@ class OptOutStore:
                     )
                 full_at = self._meta_time("full_sync_at")
                 newest = self._table.newest_date()
-                if full or full_at is None or newest is None or _now() - full_at > full_every:
-                    kind, since = "full", EARLIEST_OPT_OUT
-                else:
-                    # From the newest stored opt-out, but never later than the last sync: one opt-out dated in the
-                    # future (a clock error) must not hide everything that comes before it.
-                    last_sync = self._meta_time("last_sync_at") or newest
-                    kind, since = "incremental", max(min(newest, last_sync) - OVERLAP, EARLIEST_OPT_OUT)
+                untrusted = self._meta_text(UNTRUSTED)
+                due = full_at is not None and _now() - full_at > (UNTRUSTED_FULL_EVERY if untrusted else full_every)
+                kind = "full" if full or full_at is None or newest is None or (due and backstop) else "incremental"
                 self._check_room(kind)
                 with self.db:  # a store that cannot be written (read-only, full) fails here, before any API call
                     self._set_meta(sync_started_at=asked_at)
-            found = self._fetch(client, since, on_progress)
-            try:
-                with self._failures(writing=(len(found), kind == "full")):
-                    fetched = self._replace(found, asked_at) if kind == "full" else self._update(found, asked_at)
-                    rows = self._table.count()
-            except StoreError as exc:
-                self._note_space_needed(getattr(exc, "space_needed", None))
-                raise
-            finally:
-                found.close()
-            return SyncReport(kind, found.calls, fetched, rows, time.monotonic() - started)
+            outcome, fetched, changes = Outcome(), 0, 0
+            finish: dict[str, dt.datetime] = {"last_sync_at": asked_at}
+            if kind == "incremental":
+                # From the newest stored opt-out, but never later than the last sync: one opt-out dated in the
+                # future (a clock error) must not hide everything that comes before it.
+                assert newest is not None
+                last_sync = self._meta_time("last_sync_at") or newest
+                since = max(min(newest, last_sync) - OVERLAP, EARLIEST_OPT_OUT)
+                region = Region(after=sort_key(since) - 1)
+                update = self._read(client, since, region, asked_at, on_progress, finish=finish if untrusted else None)
+                fetched, changes = update.written, update.changed
+                if not untrusted:
+                    outcome = self._reconcile(client, asked_at)
+                    changes += outcome.events
+                    if outcome.read_all:
+                        kind = "full"  # repairing would cost more than reading everything, or counts lie
+                    else:
+                        with self._failures(), self.db:
+                            self._finish(finish)
+            if kind == "full":
+                finish["full_sync_at"] = asked_at
+                hint = self._table.keys_in(ROOT, "sort_key", every=max(1, self._table.count() // 400))
+                update = self._read(client, EARLIEST_OPT_OUT, EVERYWHERE, asked_at, on_progress, hint, finish)
+                fetched, changes = fetched + update.written, changes + update.changed
+            with self._failures():
+                rows = self._table.count()
+                full_at = self._meta_time("full_sync_at")
+            return SyncReport(
+                kind,
+                client.stats.calls - calls_before,
+                fetched,
+                rows,
+                time.monotonic() - started,
+                changes=changes,
+                repaired=outcome.events,
+                counted=outcome.counted > 0,
+                full_sync_due=None if full_at is None else full_at + full_every,
+            )
 
     def clear(self) -> None:
         """Forget every stored opt-out and the sync state (the next query makes a full sync), by deleting the
@@ -344,7 +399,9 @@ class OptOutStore:
         except (sqlite3.DatabaseError, StoreError):
             return 0
 
-    def _fetch(self, client: Client, since: dt.datetime, on_progress: Progress | None) -> QueryResult:
+    def _fetch(
+        self, client: Client, since: dt.datetime, on_progress: Progress | None, hint: list[int] | None = None
+    ) -> QueryResult:
         """Every opt-out from ``since`` (deleted contacts included), with the calls it took counted."""
         try:
             found = from_api(
@@ -370,31 +427,77 @@ class OptOutStore:
             raise
         return found
 
-    def _replace(self, found: QueryResult, synced_at: dt.datetime) -> int:
+    def _read(
+        self,
+        client: Client,
+        since: dt.datetime,
+        region: Region,
+        detected_at: dt.datetime,
+        on_progress: Progress | None,
+        hint: list[int] | None = None,
+        finish: dict[str, dt.datetime] | None = None,
+    ) -> RegionUpdate:
+        """Read every opt-out from ``since`` and make ``region`` of the store hold exactly those (one transaction,
+        which also notes the sync's ``finish`` when this is its last step; a read that fails leaves the store as
+        it was)."""
+        full = region is EVERYWHERE
+        found = self._fetch(client, since, on_progress, hint)
         try:
-            with self.db:  # one transaction: readers see the old snapshot until it commits
-                self.db.execute(f"DELETE FROM {self._table.name}")
-                fetched = self._table.add_all(found.found.newest())
-                self._set_meta(full_sync_at=synced_at, last_sync_at=synced_at, sync_finished_at=_now())
-                self.db.execute("DELETE FROM meta WHERE key = ?", (SPACE_NEEDED,))
-        except BaseException:
-            self._shrink_log()  # the write-ahead log of a failed write holds nothing, but takes the space
+            with self._failures(writing=(len(found), full)):
+                try:
+                    with self.db:
+                        update = replace_region(self._table, self._history, found.found.newest(), region, detected_at)
+                        if finish is not None:
+                            self._finish(finish)
+                except BaseException:
+                    self._shrink_log()  # the write-ahead log of a failed write holds nothing, but takes the space
+                    raise
+                if full:
+                    # A full sync rewrites everything through the write-ahead log: fold it back into the file now,
+                    # so the store does not take twice its size on disk until the next automatic checkpoint.
+                    self._shrink_log()
+                return update
+        except StoreError as exc:
+            self._note_space_needed(getattr(exc, "space_needed", None))
             raise
-        # A full sync rewrites everything through the write-ahead log: fold it back into the file now, so the
-        # store does not take twice its size on disk until the next automatic checkpoint.
-        self._shrink_log()
-        return fetched
+        finally:
+            found.close()
 
-    def _update(self, found: QueryResult, synced_at: dt.datetime) -> int:
+    def _reconcile(self, client: Client, detected_at: dt.datetime) -> Outcome:
+        """Compare the server's counts with the store's and repair what differs (see :mod:`.reconcile`)."""
+
+        def rewrite(found: list[OptOut], region: Region) -> RegionUpdate:
+            with self._failures(writing=(len(found), False)), self.db:
+                return replace_region(self._table, self._history, found, region, detected_at)
+
+        reconciler = Reconciler(client, self._table, rewrite)
         try:
-            with self.db:
-                fetched = self._table.add_all(found.found.newest())
-                self._set_meta(last_sync_at=synced_at, sync_finished_at=_now())
-                self.db.execute("DELETE FROM meta WHERE key = ?", (SPACE_NEEDED,))
-        except BaseException:
-            self._shrink_log()
-            raise
-        return fetched
+            return reconciler.run()
+        except TooCostly:
+            reconciler.outcome.read_all = True
+        except CountsContradict as exc:
+            self.on_notice(
+                f"The API's counts of opt-outs do not match the opt-outs it returns ({exc}), so the local store "
+                "will not rely on them: syncs read new opt-outs, and a full sync runs daily (`ccoptout-xl cache "
+                "clear` tries counts again). Reading everything now."
+            )
+            with self._failures(), self.db:
+                self._set_meta(**{UNTRUSTED: str(exc)})
+            reconciler.outcome.read_all = True
+        finally:
+            with contextlib.suppress(StoreError):
+                self.count_calls(client)
+        return reconciler.outcome
+
+    def _finish(self, times: dict[str, dt.datetime]) -> None:
+        """Note that a sync ended (in the caller's transaction)."""
+        self._set_meta(**times, sync_finished_at=_now())
+        self.db.execute("DELETE FROM meta WHERE key = ?", (SPACE_NEEDED,))
+
+    def changes(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> Iterator[Change]:
+        """What the store learned (opted out, re-subscribed, deleted) at or after ``since``, oldest first."""
+        with self._failures():
+            yield from self._history.since(since, until)
 
     def _shrink_log(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -549,7 +652,8 @@ class OptOutStore:
                     raise _NotAStore("it is another program's SQLite database, not a ccoptout-xl store", identity)
                 if rebuilt and layout is not None:
                     self.on_notice(f"The local opt-out store had an older layout; it was rebuilt ({self.path.name}).")
-            self._table = OptOutTable(db)  # (its table exists: nothing is written)
+            self._table = OptOutTable(db)  # (its tables exist: nothing is written)
+            self._history = History(db)
             db.isolation_level = "DEFERRED"
         except BaseException:
             db.close()
@@ -566,7 +670,9 @@ class OptOutStore:
         db.execute("DELETE FROM meta")
         db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         db.execute("CREATE TABLE IF NOT EXISTS calls (day TEXT PRIMARY KEY, count INTEGER NOT NULL)")
-        OptOutTable(db)
+        table = OptOutTable(db)
+        db.execute(f"CREATE INDEX IF NOT EXISTS {table.name}_created ON {table.name} (created_key)")
+        History(db)
 
     def _meta_time(self, key: str) -> dt.datetime | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -670,7 +776,7 @@ def _layout(db: sqlite3.Connection) -> int | str | None:
         return "foreign"
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
-        return None if tables <= {"meta", "calls", "optouts"} else "foreign"
+        return None if tables <= {"meta", "calls", "optouts", "events"} else "foreign"
     try:
         return int(row[0])
     except (TypeError, ValueError):
