@@ -221,15 +221,18 @@ class ContactSearch:
                 ranges.setdefault(column, []).append((f"{column} > ?", _ms_after(after) - self.anchor_ms))
             if before is not None:
                 ranges.setdefault(column, []).append((f"{column} < ?", _ms_before(before) - self.anchor_ms))
-        for bounds in ranges.values():
-            clauses.extend(c for c, _ in bounds)
-            params.extend(p for _, p in bounds)
         if "created" in ranges and self.created_in_seq_order:
+            # Contacts are created in seq order, so the created range is exactly a seq interval: counts and
+            # pages then read ``seq`` from the indexes they walk instead of fetching each row for ``created``.
             seq_bounds = self._created_seq_bounds(conn, q)
             if seq_bounds is None:
                 return None
+            del ranges["created"]
             clauses.append("seq BETWEEN ? AND ?")
             params.extend(seq_bounds)
+        for bounds in ranges.values():
+            clauses.extend(c for c, _ in bounds)
+            params.extend(p for _, p in bounds)
         if q.email is not None:
             clauses.append("email = ?")
             params.append(q.email)
@@ -244,7 +247,8 @@ class ContactSearch:
     def _plan(
         self, conn: sqlite3.Connection, q: ContactQuery, ranges: dict[str, list[tuple[str, int]]], version: int
     ) -> str:
-        """Pick the access path: a small date range's index, else a walk in seq order."""
+        """Pick the access path: a small date range's index, else a walk in seq order (a created range, when
+        contacts are created in seq order, is a seq interval: ``ranges`` no longer holds it)."""
         if q.email is not None:
             return "INDEXED BY idx_email"
         for column in ("opt_out", "updated", "created"):
