@@ -18,13 +18,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import IO, Any, NoReturn, TextIO
 
 from . import service
 from .dates import DATE_FORMS, parse_when, resolve_timezone
 from .exceptions import CcOptOutError, OutputError, UsageError
 from .files import atomic_output, require_folder
-from .formats import FORMATS, write_optouts
+from .formats import FORMATS, write_changes, write_optouts
 from .service import MAX_AGE, OptOutQuery
 from .text import duration, plural, quoted, writes_utf8
 from .version import __version__
@@ -57,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "midnight in --tz; --since is inclusive, --until exclusive.",
     )
     add_query_options(fetch)
-    fetch.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    fetch.add_argument("-o", "--output", metavar="FILE", type=_given, help="write to FILE instead of standard output")
-    fetch.add_argument("--raw", action="store_true", help="CSV: do not neutralise cells Excel would run as formulas")
+    add_output_options(fetch)
     fetch.set_defaults(run=run_fetch)
 
     report = commands.add_parser(
@@ -119,12 +117,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(run=run_status)
 
+    changes = commands.add_parser(
+        "changes",
+        parents=[common],
+        help="what changed since a date: opted out, re-subscribed, deleted",
+        description="List what the local store learned at or after --since, oldest first: contacts first seen "
+        "opted out, re-subscribed or deleted, with when it was detected (the store is synced first when older "
+        "than --max-age). To keep another system in step, pass the time this prints as the next --since. "
+        "Dates: " + DATE_FORMS + ".",
+    )
+    changes.add_argument("--since", metavar="DATE", type=_given, required=True, help="detected at or after DATE")
+    changes.add_argument("--until", metavar="DATE", type=_given, help="detected before DATE")
+    changes.add_argument(
+        "--tz", metavar="ZONE", type=_given, help="time zone for dates, e.g. Europe/Paris (default: this computer's)"
+    )
+    changes.add_argument("--dayfirst", action="store_true", help="read 1/5/2026 as 1 May, not 5 January")
+    add_output_options(changes)
+    add_store_options(changes, local_only=True)
+    changes.set_defaults(run=run_changes, no_cache=False)
+
     sync = commands.add_parser(
         "sync",
         parents=[common],
         help="bring the local opt-out store up to date",
-        description="Sync the local store: in full when it is new or its last full sync is a day old, else only "
-        "what changed (optout_after the newest stored opt-out).",
+        description="Sync the local store: read the opt-outs newer than the newest stored one, then compare the "
+        "API's counts with the store's and repair what differs (re-subscriptions, deletions, back-dated "
+        "opt-outs) in a few calls; in full when the store is new, when asked, or weekly as a backstop "
+        "(CCOPTOUT_FULL_SYNC_DAYS).",
     )
     sync.add_argument("--full", action="store_true", help="a full sync, whatever the last one was")
     sync.add_argument("--force", action="store_true", help="sync even past the daily quota guard")
@@ -180,10 +199,18 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
     add_store_options(parser)
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """How the local opt-out store is used (shared by fetch and report)."""
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how rows are written (shared by fetch and changes)."""
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("-o", "--output", metavar="FILE", type=_given, help="write to FILE instead of standard output")
+    parser.add_argument("--raw", action="store_true", help="CSV: do not neutralise cells Excel would run as formulas")
+
+
+def add_store_options(parser: argparse.ArgumentParser, *, local_only: bool = False) -> None:
+    """How the local opt-out store is used (shared by fetch, report and changes; ``local_only``: no --no-cache)."""
     parser.add_argument("--refresh", action="store_true", help="sync the local store first, however fresh it is")
-    parser.add_argument("--no-cache", action="store_true", help="ask the API directly; leave the local store alone")
+    if not local_only:
+        parser.add_argument("--no-cache", action="store_true", help="ask the API directly; leave the local store alone")
     parser.add_argument(
         "--max-age",
         metavar="MINUTES",
@@ -230,7 +257,7 @@ def query_from_args(args: argparse.Namespace) -> tuple[OptOutQuery, dt.tzinfo]:
 def store_policy(args: argparse.Namespace) -> service.StorePolicy:
     """How the local store is used, as the options say."""
     return service.StorePolicy(
-        use_store=not (args.no_cache or args.demo),  # the demo's sandbox is gone when it ends: nothing to keep
+        use_store=not (args.no_cache or getattr(args, "demo", False)),  # the demo's sandbox is gone when it ends
         refresh=args.refresh,
         max_age=dt.timedelta(minutes=args.max_age),
     )
@@ -238,31 +265,66 @@ def store_policy(args: argparse.Namespace) -> service.StorePolicy:
 
 def run_fetch(args: argparse.Namespace) -> int:
     query, zone = query_from_args(args)
-    check_output_folder(args.output)
-    if not args.output and sys.stdout is None:
-        raise OutputError("Standard output is closed: write to a file with -o FILE instead.")
+    _check_output(args)
     with service.connect(demo=args.demo) as client, _progress_bar(client) as on_progress:
         answer = service.get_optouts(client, query, store_policy(args), on_progress=on_progress, on_notice=_notice)
     try:
+        count = _write_rows(args, lambda out: write_optouts(answer, out, args.format, zone, raw=args.raw))
         if args.output:
-            # A byte-order mark tells Excel a CSV file is UTF-8; without it accents and emoji come out garbled.
-            encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
-            with atomic_output(args.output, newline="", encoding=encoding) as out:
-                count = write_optouts(answer, out, args.format, zone, raw=args.raw)
             _tell(f"Wrote {plural(count, 'opt-out')} to {args.output} ({plural(answer.calls, 'API call')}).")
-        else:
-            if args.format == "csv" and hasattr(sys.stdout, "reconfigure"):
-                sys.stdout.reconfigure(newline="")  # CSV rows end in CRLF already: no second CR on Windows
-            try:
-                write_optouts(answer, sys.stdout, args.format, zone, raw=args.raw)
-                sys.stdout.flush()
-            except BrokenPipeError:
-                raise
-            except OSError as exc:
-                raise OutputError(f"Cannot write to standard output: {exc.strerror or type(exc).__name__}.") from None
     finally:
         answer.close()
     return 0
+
+
+def run_changes(args: argparse.Namespace) -> int:
+    zone = resolve_timezone(args.tz)
+    since = parse_when(args.since, zone, dayfirst=args.dayfirst, what="--since date")
+    until = parse_when(args.until, zone, dayfirst=args.dayfirst, what="--until date") if args.until else None
+    if until is not None and since >= until:
+        raise UsageError(
+            f"The --since date ({since.isoformat()}) must be before the --until date ({until.isoformat()})."
+        )
+    _check_output(args)
+    with service.connect() as client, _progress_bar(client) as on_progress:
+        found = service.get_changes(
+            client, since, until, store_policy(args), on_progress=on_progress, on_notice=_notice
+        )
+    try:
+        count = _write_rows(args, lambda out: write_changes(found, out, args.format, zone, raw=args.raw))
+    finally:
+        found.close()
+    if args.output:
+        _tell(f"Wrote {plural(count, 'change')} to {args.output} ({plural(found.calls, 'API call')}).")
+    as_of = found.as_of.astimezone(zone).isoformat(timespec="seconds")
+    _tell(f"Changes known as of {as_of}: next time, use --since {shlex.quote(as_of)} to get only what is new.")
+    return 0
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that cannot be written."""
+    check_output_folder(args.output)
+    if not args.output and sys.stdout is None:
+        raise OutputError("Standard output is closed: write to a file with -o FILE instead.")
+
+
+def _write_rows(args: argparse.Namespace, write: Callable[[IO[str]], int]) -> int:
+    """Write rows with ``write`` to ``-o FILE`` (atomically) or standard output; return how many."""
+    if args.output:
+        # A byte-order mark tells Excel a CSV file is UTF-8; without it accents and emoji come out garbled.
+        encoding = "utf-8-sig" if args.format == "csv" else "utf-8"
+        with atomic_output(args.output, newline="", encoding=encoding) as out:
+            return write(out)
+    if args.format == "csv" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(newline="")  # CSV rows end in CRLF already: no second CR on Windows
+    try:
+        count = write(sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"Cannot write to standard output: {exc.strerror or type(exc).__name__}.") from None
+    return count
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -300,11 +362,16 @@ def run_sync(args: argparse.Namespace) -> int:
         report = service.sync(client, full=args.full, force=args.force, on_progress=on_progress, on_notice=_notice)
     if report.kind == "none":
         print(f"Already up to date: another process synced meanwhile. {plural(report.rows, 'opt-out')} stored.")
-    else:
-        print(
-            f"{report.kind.capitalize()} sync: {plural(report.fetched, 'opt-out')} read, "
-            f"{plural(report.rows, 'opt-out')} stored, {plural(report.calls, 'API call')}, {report.seconds:.1f} s."
-        )
+        return 0
+    found = f", {plural(report.changes, 'change')} found" if report.changes else ""
+    if report.repaired:
+        found += f" ({report.repaired:,} by comparing counts)"
+    checked = "; the API's counts agree with the store" if report.counted and report.kind == "incremental" else ""
+    print(
+        f"{report.kind.capitalize()} sync: {plural(report.fetched, 'opt-out')} read{found}, "
+        f"{plural(report.rows, 'opt-out')} stored, {plural(report.calls, 'API call')}, {report.seconds:.1f} s"
+        f"{checked}."
+    )
     return 0
 
 
@@ -318,6 +385,13 @@ def run_cache_status(args: argparse.Namespace) -> int:
     print(f"Store: {state.path} ({state.size_bytes / 1e6:.1f} MB)")
     print(f"Opt-outs stored: {state.rows:,} (newest {state.newest_opt_out or '-'})")
     print(f"Last sync: {ago(state.last_sync_at)}; last full sync: {ago(state.full_sync_at)}")
+    if state.full_sync_due is not None:
+        due = state.full_sync_due
+        when = "now (the next sync)" if due <= now else f"{due:%Y-%m-%d %H:%M} UTC (in {duration(due - now)})"
+        print(f"Next full sync (the backstop): {when}")
+    if state.counts_untrusted:
+        print(f"The API's counts are not used: {state.counts_untrusted} (`ccoptout-xl cache clear` tries again).")
+    print(f"Changes recorded: {state.events:,} (see `ccoptout-xl changes --since DATE`)")
     print(f"API calls today (UTC): {state.calls_today:,}")
     return 0
 

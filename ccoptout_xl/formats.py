@@ -12,9 +12,10 @@ import datetime as dt
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO
 
+from .history import Change
 from .optouts import OptOut
 from .text import plural, writes_utf8
 
@@ -27,6 +28,7 @@ FIELDS = (
     "opt_out_source",
     "opt_out_reason",
 )
+CHANGE_FIELDS = ("contact_id", "email", "event", "opt_out_date", "detected_at")
 FORMATS = ("table", "csv", "json")
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _INVISIBLE = " \n\u00a0\u200b\u200c\u200d\u2060\ufeff"
@@ -62,52 +64,96 @@ def neutralise(text: str) -> str:
 
 def write_optouts(optouts: Iterable[OptOut], out: IO[str], fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
     """Write ``optouts`` to ``out`` in ``fmt`` (``table``, ``csv`` or ``json``); return how many rows."""
-    writer = {"table": _write_table, "csv": _write_csv, "json": _write_json}[fmt]
-    return writer(optouts, out, zone, raw)
+    if fmt == "table":
+        return _write_table(map(_optout_cells(zone), optouts), _TABLE_COLUMNS, out, "opt-out")
+    return write_records((as_record(o, zone) for o in optouts), FIELDS, out, fmt, raw=raw)
 
 
-def _write_json(optouts: Iterable[OptOut], out: IO[str], zone: dt.tzinfo, raw: bool) -> int:
+def write_changes(changes: Iterable[Change], out: IO[str], fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
+    """Write what the local store learned (``ccoptout-xl changes``) to ``out`` in ``fmt``; return how many rows."""
+    if fmt == "table":
+        return _write_table(map(_change_cells(zone), changes), _CHANGE_COLUMNS, out, "change")
+    records = (
+        {
+            "contact_id": c.contact_id,
+            "email": c.email,
+            "event": c.event,
+            "opt_out_date": instant(c.opt_out_date, zone),
+            "detected_at": instant(c.detected_at, zone),
+        }
+        for c in changes
+    )
+    return write_records(records, CHANGE_FIELDS, out, fmt, raw=raw)
+
+
+def write_records(
+    records: Iterable[Mapping[str, str | None]], fields: tuple[str, ...], out: IO[str], fmt: str, *, raw: bool = False
+) -> int:
+    """Write ``records`` (with keys ``fields``) as JSON or CSV; return how many."""
+    writer = {"csv": _write_csv, "json": _write_json}[fmt]
+    return writer(records, fields, out, raw)
+
+
+def _write_json(records: Iterable[Mapping[str, str | None]], fields: tuple[str, ...], out: IO[str], raw: bool) -> int:
     # A stream that is not UTF-8 (a Windows console redirect in cp1252) gets \u escapes: still exactly the data.
     ascii_only = not writes_utf8(out)
     count = 0
     out.write("[")
-    for optout in optouts:
+    for record in records:
         out.write(",\n  " if count else "\n  ")
-        out.write(json.dumps(as_record(optout, zone), ensure_ascii=ascii_only))
+        out.write(json.dumps(record, ensure_ascii=ascii_only))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
 
 
-def _write_csv(optouts: Iterable[OptOut], out: IO[str], zone: dt.tzinfo, raw: bool) -> int:
+def _write_csv(records: Iterable[Mapping[str, str | None]], fields: tuple[str, ...], out: IO[str], raw: bool) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(FIELDS)
+    writer.writerow(fields)
     count = 0
-    for optout in optouts:
-        record = as_record(optout, zone)
-        cells = ["" if record[f] is None else str(record[f]) for f in FIELDS]
+    for record in records:
+        cells = ["" if record[f] is None else str(record[f]) for f in fields]
         writer.writerow(cells if raw else [neutralise(c) for c in cells])
         count += 1
     return count
 
 
 _TABLE_COLUMNS = (("Opted out", 25), ("Email", 34), ("Name", 24), ("Source", 7), ("Reason", 40))
+_CHANGE_COLUMNS = (("Detected", 25), ("Event", 13), ("Email", 34), ("Opted out", 25))
+_EVENT_WORDS = {"opted_out": "opted out", "resubscribed": "re-subscribed", "deleted": "deleted"}
 
 
-def _write_table(optouts: Iterable[OptOut], out: IO[str], zone: dt.tzinfo, raw: bool) -> int:
-    def line(cells: Iterable[str]) -> str:
-        return "  ".join(_fit(c, w) for c, (_, w) in zip(cells, _TABLE_COLUMNS, strict=True)).rstrip() + "\n"
-
-    out.write(line(name for name, _ in _TABLE_COLUMNS))
-    out.write(line("-" * width for _, width in _TABLE_COLUMNS))
-    count = 0
-    for o in optouts:
-        when = o.opt_out_date.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
+def _optout_cells(zone: dt.tzinfo) -> Callable[[OptOut], tuple[str, ...]]:
+    def cells(o: OptOut) -> tuple[str, ...]:
         name = f"{o.first_name} {o.last_name}".strip()
         deleted = " (deleted)" if o.deleted else ""
-        out.write(line((when, o.email + deleted, name, o.opt_out_source, o.opt_out_reason or "")))
+        return _when(o.opt_out_date, zone), o.email + deleted, name, o.opt_out_source, o.opt_out_reason or ""
+
+    return cells
+
+
+def _change_cells(zone: dt.tzinfo) -> Callable[[Change], tuple[str, ...]]:
+    def cells(c: Change) -> tuple[str, ...]:
+        return _when(c.detected_at, zone), _EVENT_WORDS.get(c.event, c.event), c.email, _when(c.opt_out_date, zone)
+
+    return cells
+
+
+def _when(moment: dt.datetime, zone: dt.tzinfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
+
+
+def _write_table(rows: Iterable[tuple[str, ...]], columns: tuple[tuple[str, int], ...], out: IO[str], noun: str) -> int:
+    def line(cells: Iterable[str]) -> str:
+        return "  ".join(_fit(c, w) for c, (_, w) in zip(cells, columns, strict=True)).rstrip() + "\n"
+
+    out.write(line(name for name, _ in columns))
+    out.write(line("-" * width for _, width in columns))
+    count = 0
+    for row in rows:
+        out.write(line(row))
         count += 1
-    out.write(plural(count, "opt-out") + "\n")
+    out.write(plural(count, noun) + "\n")
     return count
 
 

@@ -26,7 +26,8 @@ from .client import Client
 from .config import OAuthApp, config_file
 from .credentials import SIGN_IN_AGAIN, Tokens, token_keeper
 from .dates import zone_name
-from .exceptions import ApiError, CcOptOutError, QuotaGuard, SignInRequired
+from .exceptions import ApiError, CcOptOutError, QuotaGuard, SignInRequired, UsageError
+from .history import Change
 from .http_client import HTTPClient, RetryPolicy, TokenProvider
 from .optouts import OptOut
 from .query import MAX_LATEST, Notice, OptOutQuery, Progress, QueryResult, from_api
@@ -38,6 +39,8 @@ from .workbook import ExcelSetup
 __all__ = [
     "MAX_LATEST",
     "Answer",
+    "Change",
+    "Changes",
     "Notices",
     "OptOut",
     "OptOutQuery",
@@ -49,6 +52,7 @@ __all__ = [
     "clear_cache",
     "config_file",
     "connect",
+    "get_changes",
     "get_optouts",
     "last_store",
     "make_report",
@@ -73,6 +77,8 @@ class StorePolicy:
     refresh: bool = False  # sync first, however fresh the store is (--refresh, Excel's Refresh)
     max_age: dt.timedelta = MAX_AGE  # a store synced within this long is fresh enough (--max-age)
     force: bool = False  # sync even past the daily quota guard (--force)
+    backstop: bool = True  # run a due backstop full sync (False: Excel's Refresh, which must answer quickly)
+    full: bool = False  # sync in full (Excel's "Full sync")
 
 
 class Notices(list[str]):
@@ -105,6 +111,25 @@ class Answer:
 
     def close(self) -> None:
         self.optouts.close()
+
+
+@dataclass
+class Changes:
+    """What the local store learned since a date (opted out, re-subscribed, deleted), oldest first: iterate, then
+    ``close()``. ``as_of``: when they were read (pass it as the next ``since`` to get only what is new)."""
+
+    store: OptOutStore
+    since: dt.datetime | None
+    until: dt.datetime | None
+    as_of: dt.datetime
+    calls: int
+    notices: Notices
+
+    def __iter__(self) -> Iterator[Change]:
+        return self.store.changes(self.since, self.until)
+
+    def close(self) -> None:
+        self.store.close()
 
 
 @dataclass
@@ -186,6 +211,37 @@ def get_optouts(
     return Answer(result, client.stats.calls - before, notices, names)
 
 
+def get_changes(
+    client: Client,
+    since: dt.datetime | None,
+    until: dt.datetime | None = None,
+    policy: StorePolicy = StorePolicy(),
+    *,
+    on_progress: Progress | None = None,
+    on_notice: Notice | None = None,
+) -> Changes:
+    """What the local store learned at or after ``since`` (and before ``until``): contacts first seen opted out,
+    re-subscribed, deleted, oldest first; the store is synced first when older than ``policy.max_age``."""
+    if not policy.use_store:
+        raise UsageError("Changes are what the local store learned: they need it (leave out --no-cache).")
+    notices, before = Notices(on_notice), client.stats.calls
+    try:
+        store, _ = _synced_store(client, policy, on_progress, notices)
+    finally:
+        _count_calls(client)
+    try:
+        began = store.history_since
+        if began is not None and since is not None and since < began:
+            notices(
+                f"The local store began recording changes at {began:%Y-%m-%d %H:%M} UTC: earlier ones are not known, "
+                "and every opt-out it then found is listed as opted out at that time."
+            )
+    except BaseException:
+        store.close()
+        raise
+    return Changes(store, since, until, _now(), client.stats.calls - before, notices)
+
+
 def sync(
     client: Client,
     *,
@@ -194,7 +250,8 @@ def sync(
     on_progress: Progress | None = None,
     on_notice: Notice | None = None,
 ) -> SyncReport:
-    """Bring the local store of ``client``'s account up to date (see :meth:`OptOutStore.sync`)."""
+    """Bring the local store of ``client``'s account up to date (see :meth:`OptOutStore.sync`), the backstop full
+    sync included when it is due."""
     notices = Notices(on_notice)
     with OptOutStore.for_client(client, on_notice=notices) as store:
         report = store.sync(client, full=full, force=force, on_progress=on_progress)
@@ -343,20 +400,30 @@ def _optouts(
 ) -> QueryResult:
     if not policy.use_store:
         return from_api(client, query, on_progress=on_progress, on_notice=notices)
+    store, calls = _synced_store(client, policy, on_progress, notices)
+    result = store.query(query, close_store=True)
+    result.calls = calls
+    return result
+
+
+def _synced_store(
+    client: Client, policy: StorePolicy, on_progress: Progress | None, notices: Notices
+) -> tuple[OptOutStore, int]:
+    """The account's store, synced first as ``policy`` says, and the API calls the sync made."""
     store = OptOutStore.for_client(client, on_notice=notices)
+    calls = 0
     try:
-        calls = 0
-        if policy.refresh or not store.is_fresh(policy.max_age):
+        if policy.refresh or policy.full or not store.is_fresh(policy.max_age):
             try:
-                calls = store.sync(client, force=policy.force, on_progress=on_progress).calls
+                calls = store.sync(
+                    client, full=policy.full, force=policy.force, backstop=policy.backstop, on_progress=on_progress
+                ).calls
             except QuotaGuard as guard:
                 synced = store.last_sync_at
                 if synced is None:
                     raise
                 notices(f"{guard} Answering from the opt-outs stored at {synced:%Y-%m-%d %H:%M} UTC.")
-        result = store.query(query, close_store=True)
-        result.calls = calls
-        return result
+        return store, calls
     except BaseException:
         store.close()
         raise
@@ -408,3 +475,7 @@ def _optional(fetch: Callable[[], T], fallback: T, what: str, notice: Notice) ->
     except ApiError as exc:
         notice(f"Could not read {what} ({exc}); going on without it.")
         return fallback
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

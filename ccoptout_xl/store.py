@@ -246,6 +246,12 @@ class OptOutStore:
         with self._failures():
             return self._meta_time("last_sync_at")
 
+    @property
+    def history_since(self) -> dt.datetime | None:
+        """Since when the store records what changes (its first full sync); None before it."""
+        with self._failures():
+            return self._meta_time("history_since")
+
     def is_fresh(self, max_age: dt.timedelta = MAX_AGE) -> bool:
         last = self.last_sync_at
         return last is not None and _now() - last < max_age
@@ -347,10 +353,10 @@ class OptOutStore:
                 last_sync = self._meta_time("last_sync_at") or newest
                 since = max(min(newest, last_sync) - OVERLAP, EARLIEST_OPT_OUT)
                 region = Region(after=sort_key(since) - 1)
-                update = self._read(client, since, region, asked_at, on_progress, finish=finish if untrusted else None)
+                update = self._read(client, since, region, on_progress, finish=finish if untrusted else None)
                 fetched, changes = update.written, update.changed
                 if not untrusted:
-                    outcome = self._reconcile(client, asked_at)
+                    outcome = self._reconcile(client)
                     changes += outcome.events
                     if outcome.read_all:
                         kind = "full"  # repairing would cost more than reading everything, or counts lie
@@ -359,8 +365,10 @@ class OptOutStore:
                             self._finish(finish)
             if kind == "full":
                 finish["full_sync_at"] = asked_at
+                if full_at is None:
+                    finish["history_since"] = asked_at  # a new store: what it learns is recorded from now
                 hint = self._table.keys_in(ROOT, "sort_key", every=max(1, self._table.count() // 400))
-                update = self._read(client, EARLIEST_OPT_OUT, EVERYWHERE, asked_at, on_progress, hint, finish)
+                update = self._read(client, EARLIEST_OPT_OUT, EVERYWHERE, on_progress, hint, finish)
                 fetched, changes = fetched + update.written, changes + update.changed
             with self._failures():
                 rows = self._table.count()
@@ -432,7 +440,6 @@ class OptOutStore:
         client: Client,
         since: dt.datetime,
         region: Region,
-        detected_at: dt.datetime,
         on_progress: Progress | None,
         hint: list[int] | None = None,
         finish: dict[str, dt.datetime] | None = None,
@@ -446,7 +453,7 @@ class OptOutStore:
             with self._failures(writing=(len(found), full)):
                 try:
                     with self.db:
-                        update = replace_region(self._table, self._history, found.found.newest(), region, detected_at)
+                        update = replace_region(self._table, self._history, found.found.newest(), region, _now())
                         if finish is not None:
                             self._finish(finish)
                 except BaseException:
@@ -463,12 +470,12 @@ class OptOutStore:
         finally:
             found.close()
 
-    def _reconcile(self, client: Client, detected_at: dt.datetime) -> Outcome:
+    def _reconcile(self, client: Client) -> Outcome:
         """Compare the server's counts with the store's and repair what differs (see :mod:`.reconcile`)."""
 
         def rewrite(found: list[OptOut], region: Region) -> RegionUpdate:
             with self._failures(writing=(len(found), False)), self.db:
-                return replace_region(self._table, self._history, found, region, detected_at)
+                return replace_region(self._table, self._history, found, region, _now())
 
         reconciler = Reconciler(client, self._table, rewrite)
         try:
