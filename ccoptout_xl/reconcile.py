@@ -28,7 +28,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .client import MAX_PAGE_SIZE, Client
 from .history import RegionUpdate
@@ -77,6 +78,7 @@ class Outcome:
     events: int = 0  # changes recorded
     differed: bool = False  # the first count differed from the store's
     read_all: bool = False  # stopped: reading everything is cheaper, or counts cannot be trusted
+    totals: dict[str, int] = field(default_factory=dict)  # the server's count of each status, over everything
 
 
 class Reconciler:
@@ -98,10 +100,12 @@ class Reconciler:
         started = self.client.stats.calls
         try:
             unsubscribed = self._count(UNSUBSCRIBED, ROOT)
+            self.outcome.totals[UNSUBSCRIBED] = unsubscribed.server
             if unsubscribed.server == self._stored(unsubscribed):
                 return self.outcome
             self.outcome.differed = True
             deleted = self._count(DELETED, ROOT)
+            self.outcome.totals[DELETED] = deleted.server
             self.budget = self._full_read_cost(unsubscribed.server + deleted.server)
             spread = abs(unsubscribed.server - self._stored(unsubscribed))
             spread += abs(deleted.server - self._stored(deleted))
@@ -155,6 +159,7 @@ class Reconciler:
         """Boxes of ``regions`` (which partition ``whole``), counted on the server but the last, derived."""
         boxes = [self._count(whole.status, region) for region in regions[:-1]]
         boxes.append(Box(whole.status, regions[-1], whole.server - sum(box.server for box in boxes)))
+        _check_parts(whole, boxes)
         return boxes
 
     def _settle(self, top: Box, started: int) -> None:
@@ -174,6 +179,7 @@ class Reconciler:
             self._check_budget(started, 1)
             left = self._count(box.status, replace(box.region, before=cut))
             right = Box(box.status, replace(box.region, after=cut), box.server - left.server)
+            _check_parts(box, [left, right])
             pending.extend([right, left])
 
     def _check_budget(self, started: int, next_calls: int) -> None:
@@ -233,11 +239,30 @@ class Reconciler:
         return self.table.count_in(box.region, deleted=box.deleted)
 
 
-def _filters(region: Region, *, pad: bool) -> dict[str, object]:
+def contradiction(totals: dict[str, int], table: OptOutTable) -> str | None:
+    """Why the server's counts over everything (``totals``) contradict what a full read just stored, if they do;
+    a few contacts of difference are changes made meanwhile, not a contradiction."""
+    for status, counted in totals.items():
+        read = table.count_in(ROOT, deleted=status == DELETED)
+        if abs(counted - read) > max(2, counted // 100):
+            return f"it counted {counted:,} {status} contacts with opt-out data, then returned {read:,}"
+    return None
+
+
+def _check_parts(whole: Box, parts: list[Box]) -> None:
+    """Parts of a box never hold more than it: counts that say otherwise ignore some filter."""
+    if any(part.server < 0 or part.server > whole.server for part in parts):
+        raise CountsContradict(
+            f"the API counted {whole.server:,} {whole.status} contacts in a window and "
+            f"{max(part.server for part in parts[:-1] or parts):,} in a part of it"
+        )
+
+
+def _filters(region: Region, *, pad: bool) -> dict[str, Any]:
     """The API's filters for ``region``: exact bounds for a count (cuts never fall on an opt-out), padded ones for
     a read (filtered again here), so both work whether the server's bounds are inclusive or not."""
     margin = _key(PAD) if pad else 0
-    params: dict[str, object] = {}
+    params: dict[str, Any] = {}
     for name, key, sign in (
         ("optout_after", region.after, -1),
         ("optout_before", region.before, 1),

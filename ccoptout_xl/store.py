@@ -46,7 +46,7 @@ from .files import disk_full
 from .history import Change, History, RegionUpdate, replace_region
 from .optouts import OptOut
 from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult, from_api
-from .reconcile import ROOT, CountsContradict, Outcome, Reconciler, TooCostly
+from .reconcile import ROOT, CountsContradict, Outcome, Reconciler, TooCostly, contradiction
 from .retry import Sleep, retry_call
 from .settings import CACHE_DIR_ENV, FULL_SYNC_ENV, QUOTA_ENV, SHARE_ENV, cache_dir, number_setting
 from .table import EVERYWHERE, OptOutTable, Region, sort_key, sqlite_kind
@@ -370,6 +370,9 @@ class OptOutStore:
                 hint = self._table.keys_in(ROOT, "sort_key", every=max(1, self._table.count() // 400))
                 update = self._read(client, EARLIEST_OPT_OUT, EVERYWHERE, on_progress, hint, finish)
                 fetched, changes = fetched + update.written, changes + update.changed
+                wrong = contradiction(outcome.totals, self._table) if not untrusted else None
+                if wrong:  # the counts that sent us here said something the rows now show untrue
+                    self._distrust(wrong)
             with self._failures():
                 rows = self._table.count()
                 full_at = self._meta_time("full_sync_at")
@@ -483,18 +486,22 @@ class OptOutStore:
         except TooCostly:
             reconciler.outcome.read_all = True
         except CountsContradict as exc:
-            self.on_notice(
-                f"The API's counts of opt-outs do not match the opt-outs it returns ({exc}), so the local store "
-                "will not rely on them: syncs read new opt-outs, and a full sync runs daily (`ccoptout-xl cache "
-                "clear` tries counts again). Reading everything now."
-            )
-            with self._failures(), self.db:
-                self._set_meta(**{UNTRUSTED: str(exc)})
+            self._distrust(str(exc))
             reconciler.outcome.read_all = True
         finally:
             with contextlib.suppress(StoreError):
                 self.count_calls(client)
         return reconciler.outcome
+
+    def _distrust(self, why: str) -> None:
+        """Stop relying on the server's counts (they contradicted its rows), and say so once."""
+        self.on_notice(
+            f"The API's counts of opt-outs do not match the opt-outs it returns ({why}), so the local store will "
+            "not rely on them: syncs read new opt-outs, and a full sync runs daily (`ccoptout-xl cache clear` "
+            "tries counts again)."
+        )
+        with self._failures(), self.db:
+            self._set_meta(**{UNTRUSTED: why})
 
     def _finish(self, times: dict[str, dt.datetime]) -> None:
         """Note that a sync ended (in the caller's transaction)."""

@@ -175,6 +175,9 @@ class ContactSearch:
         self.created_in_seq_order = created_in_seq_order
         self._cache: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self._lock = threading.Lock()
+        # True imitates a server whose contacts_count leaves out optout_after/optout_before (no public source
+        # says the live API applies them to the count): clients must notice when counts contradict the rows.
+        self.counts_ignore_optout_filters = False
 
     def page(self, conn: sqlite3.Connection, q: ContactQuery, version: int = 0) -> dict[str, Any]:
         """One page of results as a ``Contacts`` body; ``version``: the data version ``conn`` reads (0: cached)."""
@@ -188,7 +191,11 @@ class ContactSearch:
                 f" WHERE {' AND '.join([*clauses, 'seq > ?'])} ORDER BY seq LIMIT ?"
             )
             rows = conn.execute(sql, [*params, q.after_seq, q.limit]).fetchall()
-            if q.include_count:
+            if q.include_count and self.counts_ignore_optout_filters:
+                unfiltered = replace(q, optout_after=None, optout_before=None)
+                counted = self._where(conn, unfiltered, version)
+                count = self._count(conn, unfiltered, counted[0], counted[1], version) if counted else 0
+            elif q.include_count:
                 count = self._count(conn, q, clauses, params, version)
         body: dict[str, Any] = {
             "contacts": [contact_json(row, self.anchor_ms, self.list_ids, q.include) for row in rows]

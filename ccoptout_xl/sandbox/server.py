@@ -57,15 +57,16 @@ FAULT_ERRORS = {
 class Sandbox:
     """A running (or ready to run) fake V3 API over one synthetic account, with its authorization server.
 
-    ``rate_limit`` (requests per second per API key), ``daily_quota`` (per UTC day), ``latency`` (seconds
-    added to every answer), ``latency_per_contact`` (seconds added per contact in a page of ``GET
-    /v3/contacts``: a page of n contacts waits ``latency + latency_per_contact * n``) and ``optout_filters``
-    (False: behave like a server from before optout_after/optout_before existed) can all be changed while
-    serving. None disables a limit. Settings are checked before anything else is done (no account generated,
-    no port bound): ``port`` 0 to 65535, ``rate_limit`` finite and above 0, ``daily_quota`` a whole number
-    from 1, ``latency`` from 0 to 60 seconds, ``latency_per_contact`` from 0 to 0.1 seconds; anything else
-    (NaN, infinity, a negative number, a bool) is a ``SettingError``, a ValueError whose one-line message
-    names the setting.
+    ``rate_limit`` (requests per second per API key), ``daily_quota`` (per UTC day), ``latency`` (seconds added to
+    every answer), ``latency_per_contact`` (seconds added per contact in a page of ``GET /v3/contacts``: a page of n
+    contacts waits ``latency + latency_per_contact * n``) and ``optout_filters`` (False: behave like a server from
+    before optout_after/optout_before existed) can all be changed while serving, and so can
+    ``counts_ignore_optout_filters`` (True: ``contacts_count`` leaves those two filters out, a server whose counts
+    contradict its rows). None disables a limit. Settings are checked before anything else is done (no account
+    generated, no port bound): ``port`` 0 to 65535, ``rate_limit`` finite and above 0, ``daily_quota`` a whole
+    number from 1, ``latency`` from 0 to 60 seconds, ``latency_per_contact`` from 0 to 0.1 seconds; anything else
+    (NaN, infinity, a negative number, a bool) is a ``SettingError``, a ValueError whose one-line message names the
+    setting.
 
     The API key of a request is the client id of its access token (the real limits are per API key), or the
     ``token`` given to the constructor.
@@ -117,6 +118,15 @@ class Sandbox:
         self._serving: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lifecycle = threading.Lock()
+
+    @property
+    def counts_ignore_optout_filters(self) -> bool:
+        """True: ``contacts_count`` leaves out optout_after/optout_before (counts that contradict the rows)."""
+        return self._api.search.counts_ignore_optout_filters
+
+    @counts_ignore_optout_filters.setter
+    def counts_ignore_optout_filters(self, value: bool) -> None:
+        self._api.search.counts_ignore_optout_filters = bool(value)
 
     @property
     def rate_limit(self) -> float | None:
