@@ -296,7 +296,9 @@ def run_changes(args: argparse.Namespace) -> int:
         found.close()
     if args.output:
         _tell(f"Wrote {plural(count, 'change')} to {args.output} ({plural(found.calls, 'API call')}).")
-    as_of = found.as_of.astimezone(zone).isoformat(timespec="seconds")
+    # To the millisecond, rounded up: what was listed now is never listed again (--since is inclusive).
+    shown = found.as_of + dt.timedelta(microseconds=-found.as_of.microsecond % 1000)
+    as_of = shown.astimezone(zone).isoformat(timespec="milliseconds")
     _tell(f"Changes known as of {as_of}: next time, use --since {shlex.quote(as_of)} to get only what is new.")
     return 0
 

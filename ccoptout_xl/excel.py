@@ -33,7 +33,7 @@ TABLE = TABLE_NAME
 TABLE_HEADER = headers()  # the report's columns, in its order (ccoptout_xl.columns)
 FUNCTION_HEADER = headers(FUNCTION_COLUMNS)  # the same, without what needs the API (list names)
 # Named cells of the Settings sheet: the query (inputs) and what the last refresh did (outputs).
-SINCE, UNTIL, LIMIT, INCLUDE_DELETED = "Since", "Until", "Limit", "IncludeDeleted"
+SINCE, UNTIL, LIMIT, INCLUDE_DELETED, FULL_SYNC = "Since", "Until", "Limit", "IncludeDeleted", "FullSync"
 LAST_REFRESHED, ROW_COUNT, STATUS = "LastRefreshed", "RowCount", "Status"
 NO_DATA = "No opt-out data yet: click Refresh on the Opt-outs tab"
 PROGRESS_PREFIX = "Opt-outs Refresh"  # what the status bar shows while Refresh works
@@ -194,9 +194,11 @@ def serial(local: dt.datetime) -> float:
 def refresh(book: Any = None) -> None:
     """Ribbon "Refresh": sync the store, then fill the OptOuts table with what the Settings sheet asks for.
 
-    The rows go in one bulk write. If anything fails, the table keeps its rows and the status cell says what
-    went wrong and what to do. While it works, Excel's status bar shows how far it got (Excel is blocked
-    meanwhile); afterwards Excel has its own status bar back, also after a failure.
+    The sync never waits on the weekly backstop full sync unless the store is new or "Full sync" is set on the
+    Settings sheet: the status cell says when one is due, and what the sync did. The rows go in one bulk write. If
+    anything fails, the table keeps its rows and the status cell says what went wrong and what to do. While it
+    works, Excel's status bar shows how far it got (Excel is blocked meanwhile); afterwards Excel has its own status
+    bar back, also after a failure.
     """
     book = book or xw.Book.caller()
     with _reporting(book, "Refresh"), _status_bar(book) as show:
@@ -211,7 +213,7 @@ def refresh(book: Any = None) -> None:
             def progress(fetched: int, total: int | None) -> None:
                 show(progress_text(fetched, total, client.stats.pages))
 
-            policy = service.StorePolicy(refresh=True)
+            policy = service.StorePolicy(refresh=True, backstop=False, full=_flag(_optional_setting(book, FULL_SYNC)))
             answer = service.get_optouts(client, query, policy, list_names=True, on_progress=progress)
         try:
             rows = [table_row(o, answer.list_names) for o in answer]  # list ids where names could not be read
@@ -222,8 +224,27 @@ def refresh(book: Any = None) -> None:
         book.names[LAST_REFRESHED].refers_to_range.value = dt.datetime.now().replace(microsecond=0)
         book.names[ROW_COUNT].refers_to_range.value = len(rows)
         notes = "".join(f" Note: {one_line_text(notice)}" for notice in answer.notices)
-        _status(book, f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())}).{notes}")
+        synced = f" {sync_text(answer.synced)}" if answer.synced else ""
+        _status(book, f"OK: {len(rows):,} opt-outs ({query.describe(dateutil_tz.tzlocal())}).{synced}{notes}")
         recalculate(book)
+
+
+def sync_text(report: service.SyncReport) -> str:
+    """What Refresh's sync did, for the status cell: its kind, calls, changes, and whether a full sync is due."""
+    if report.kind == "none":
+        return "Synced by another process meanwhile."
+    what = "a full sync" if report.kind == "full" else "new opt-outs read, counts compared"
+    if not report.counted and report.kind != "full":
+        what = "new opt-outs read"
+    changes = f", {report.changes:,} {'change' if report.changes == 1 else 'changes'} found" if report.changes else ""
+    text = f"Synced: {what}{changes}, {report.calls:,} API {'call' if report.calls == 1 else 'calls'}."
+    due = report.full_sync_due
+    if report.kind != "full" and due is not None and due <= dt.datetime.now(dt.timezone.utc):
+        text += (
+            " The weekly full sync is due: set Full sync to TRUE on the Settings sheet and Refresh (it reads every "
+            "opt-out; the counts cannot see everything)."
+        )
+    return text
 
 
 def check_table(sheet: Any) -> None:
@@ -349,6 +370,13 @@ def _status(book: Any, text: str) -> None:
 
 def _setting(book: Any, name: str) -> Any:
     return book.names[name].refers_to_range.value
+
+
+def _optional_setting(book: Any, name: str) -> Any:
+    """A setting that workbooks made by earlier versions lack (None there)."""
+    names = book.names
+    present = names.contains(name) if hasattr(names, "contains") else name in names
+    return _setting(book, name) if present else None
 
 
 def udf_names() -> Iterable[str]:

@@ -47,6 +47,7 @@ __all__ = [
     "ReportResult",
     "SignInStatus",
     "StorePolicy",
+    "SyncReport",
     "WorkbookCopy",
     "cache_state",
     "clear_cache",
@@ -102,6 +103,7 @@ class Answer:
     calls: int
     notices: Notices
     list_names: dict[str, str] = field(default_factory=dict)
+    synced: SyncReport | None = None  # what the sync before the answer did, if one ran
 
     def __iter__(self) -> Iterator[OptOut]:
         return iter(self.optouts)
@@ -199,7 +201,7 @@ def get_optouts(
     ids are shown if the API refuses them). Every call is counted against today's quota."""
     notices, before = Notices(on_notice), client.stats.calls
     try:  # the calls count, whatever happens
-        result = _optouts(client, query, policy, on_progress, notices)
+        result, synced = _optouts(client, query, policy, on_progress, notices)
         try:
             nothing: dict[str, str] = {}
             names = _optional(client.list_names, nothing, "list names", notices) if list_names else nothing
@@ -208,7 +210,7 @@ def get_optouts(
             raise
     finally:
         _count_calls(client)
-    return Answer(result, client.stats.calls - before, notices, names)
+    return Answer(result, client.stats.calls - before, notices, names, synced)
 
 
 def get_changes(
@@ -397,33 +399,33 @@ def write_workbook(dest: str | os.PathLike[str], python: str | None = None) -> W
 
 def _optouts(
     client: Client, query: OptOutQuery, policy: StorePolicy, on_progress: Progress | None, notices: Notices
-) -> QueryResult:
+) -> tuple[QueryResult, SyncReport | None]:
     if not policy.use_store:
-        return from_api(client, query, on_progress=on_progress, on_notice=notices)
-    store, calls = _synced_store(client, policy, on_progress, notices)
+        return from_api(client, query, on_progress=on_progress, on_notice=notices), None
+    store, synced = _synced_store(client, policy, on_progress, notices)
     result = store.query(query, close_store=True)
-    result.calls = calls
-    return result
+    result.calls = synced.calls if synced else 0
+    return result, synced
 
 
 def _synced_store(
     client: Client, policy: StorePolicy, on_progress: Progress | None, notices: Notices
-) -> tuple[OptOutStore, int]:
-    """The account's store, synced first as ``policy`` says, and the API calls the sync made."""
+) -> tuple[OptOutStore, SyncReport | None]:
+    """The account's store, synced first as ``policy`` says, and what the sync did (None: none ran)."""
     store = OptOutStore.for_client(client, on_notice=notices)
-    calls = 0
+    synced = None
     try:
         if policy.refresh or policy.full or not store.is_fresh(policy.max_age):
             try:
-                calls = store.sync(
+                synced = store.sync(
                     client, full=policy.full, force=policy.force, backstop=policy.backstop, on_progress=on_progress
-                ).calls
+                )
             except QuotaGuard as guard:
-                synced = store.last_sync_at
-                if synced is None:
+                stored_at = store.last_sync_at
+                if stored_at is None:
                     raise
-                notices(f"{guard} Answering from the opt-outs stored at {synced:%Y-%m-%d %H:%M} UTC.")
-        return store, calls
+                notices(f"{guard} Answering from the opt-outs stored at {stored_at:%Y-%m-%d %H:%M} UTC.")
+        return store, synced
     except BaseException:
         store.close()
         raise

@@ -284,7 +284,35 @@ def access_token_rows() -> Iterator[Case]:
             )
 
 
+def changes_rows() -> Iterator[Case]:
+    yield Case("changes-without-since", ["changes"], 2, "--since")
+    yield Case("changes-since-missing-value", ["changes", "--since"], 2, "expected one argument")
+    for name, value, needle in BAD_DATES:
+        yield Case(f"changes--since-{name}", ["changes", "--since", value], 2, needle)
+        yield Case(f"changes--until-{name}", ["changes", "--since", "2026-01-01", "--until", value], 2, needle)
+    yield Case("changes-since-after-until", ["changes", "--since", "2026-02-01", "--until", "2026-01-01"], 2, "before")
+    for name, value, needle in BAD_ZONES:
+        yield Case(f"changes--tz-{name}", ["changes", "--since", "2026-01-01", "--tz", value], 2, needle)
+    yield Case("changes-no-cache", ["changes", "--since", "2026-01-01", "--no-cache"], 2, "unrecognized arguments")
+    yield Case("changes-latest", ["changes", "--since", "2026-01-01", "--latest", "5"], 2, "unrecognized arguments")
+    yield Case("changes-format-xml", ["changes", "--since", "2026-01-01", "--format", "xml"], 2, "--format")
+    yield Case("changes-o-empty", ["changes", "--since", "2026-01-01", "-o", ""], 2, "empty")
+    yield Case(
+        "changes-o-missing-folder", ["changes", "--since", "2026-01-01", "-o", "/no/such/c.csv"], 2, "does not exist"
+    )
+    for name, value, needle in BAD_COUNTS:
+        yield Case(f"changes--max-age-{name}", ["changes", "--since", "2026-01-01", "--max-age", value], 2, needle)
+
+
 def setting_rows() -> Iterator[Case]:
+    for value in ("0", "0.5", "366", "-1", "abc", "nan", "inf", "７", "7 days"):
+        yield Case(
+            f"CCOPTOUT_FULL_SYNC_DAYS-{value}",
+            ["sync"],
+            2,
+            "CCOPTOUT_FULL_SYNC_DAYS",
+            env={"CCOPTOUT_FULL_SYNC_DAYS": value},
+        )
     for value in ("0", "-1", "5", "nan", "inf", "abc", "４", "1e309", "0x4", "4 per second"):
         yield Case(
             f"CCOPTOUT_RATE_LIMIT-{value}", ["fetch"], 2, "CCOPTOUT_RATE_LIMIT", env={"CCOPTOUT_RATE_LIMIT": value}
@@ -559,6 +587,7 @@ CASES: list[Case] = [
     *number_rows(),
     *output_rows(),
     *usage_rows(),
+    *changes_rows(),
     *api_url_rows(),
     *auth_url_rows(),
     *access_token_rows(),
@@ -630,7 +659,8 @@ def test_bad_input(
     monkeypatch.setenv("CCOPTOUT_CACHE_DIR", str(world.cache))
     monkeypatch.setenv("CCOPTOUT_API_URL", shared_sandbox.base_url)
     monkeypatch.setenv("CCOPTOUT_TOKEN_STORE", "file")
-    for name in ("CCOPTOUT_DAILY_QUOTA", "CCOPTOUT_QUOTA_SHARE", "CCOPTOUT_RATE_LIMIT", "CCOPTOUT_CLIENT_SECRET"):
+    for name in ("CCOPTOUT_DAILY_QUOTA", "CCOPTOUT_QUOTA_SHARE", "CCOPTOUT_RATE_LIMIT", "CCOPTOUT_CLIENT_SECRET",
+                 "CCOPTOUT_FULL_SYNC_DAYS"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     if case.mode == TOKEN_MODE:
         monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", shared_sandbox.token)

@@ -15,6 +15,7 @@ from ccoptout_xl import excel
 from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.service import get_optouts
+from ccoptout_xl.store import OptOutStore
 
 from .conftest import ANCHOR, make_client, sandbox_as_api, truth
 
@@ -257,7 +258,7 @@ class FakeBook:
     def __init__(self, **settings: Any) -> None:
         self.sheets = {excel.OPTOUTS_SHEET: FakeSheet()}
         self.names = {name: FakeName() for name in (excel.LAST_REFRESHED, excel.ROW_COUNT, excel.STATUS)}
-        for name in (excel.SINCE, excel.UNTIL, excel.LIMIT, excel.INCLUDE_DELETED):
+        for name in (excel.SINCE, excel.UNTIL, excel.LIMIT, excel.INCLUDE_DELETED, excel.FULL_SYNC):
             self.names[name] = FakeName(settings.get(name))
         self.app = FakeApp()
 
@@ -410,3 +411,44 @@ def test_a_workbook_from_an_earlier_version_is_refused_before_any_work(sandbox: 
     excel.refresh(book)
     assert "other columns" in book.value(excel.STATUS) and "ccoptout-xl workbook" in book.value(excel.STATUS)
     assert sheet.grid.cells[(2, 1)] == "an earlier row" and list(sandbox.requests) == []
+
+
+# -- Refresh and the weekly backstop full sync ---------------------------------------------------------------------
+
+
+def backstop_overdue(sandbox: Sandbox) -> None:
+    """Make the store's last full sync eight days old (the backstop is due after seven)."""
+    with OptOutStore.for_client(make_client(sandbox)) as store:
+        week_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=8)
+        with store.db:
+            store.db.execute("UPDATE meta SET value = ? WHERE key = 'full_sync_at'", (week_ago.isoformat(),))
+
+
+def test_refresh_does_not_wait_on_a_due_full_sync_but_says_it_is_due(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")
+    excel.refresh(book)  # a new store: synced in full
+    assert "Synced: a full sync" in book.value(excel.STATUS)
+    backstop_overdue(sandbox)
+    sandbox.reset_log()
+    excel.refresh(book)
+    status = book.value(excel.STATUS)
+    assert "Synced: new opt-outs read, counts compared, 2 API calls." in status
+    assert "The weekly full sync is due: set Full sync to TRUE" in status
+    assert sum(r.path == "/v3/contacts" for r in sandbox.requests) == 2
+
+
+def test_refresh_with_full_sync_set_reads_everything(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")
+    excel.refresh(book)
+    backstop_overdue(sandbox)
+    book.names[excel.FULL_SYNC].refers_to_range.value = True
+    excel.refresh(book)
+    status = book.value(excel.STATUS)
+    assert "Synced: a full sync" in status and "is due" not in status
+
+
+def test_a_workbook_from_before_full_sync_still_refreshes(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")
+    del book.names[excel.FULL_SYNC]  # built by an earlier version
+    excel.refresh(book)
+    assert book.value(excel.STATUS).startswith("OK: ")

@@ -193,14 +193,14 @@ def test_openpyxl_finds_the_table_named_cells_and_settings() -> None:
         table = sheet.tables[excel.TABLE]
         assert table.ref == "A1:H2"
         assert [cell.value for cell in sheet[1]] == excel.TABLE_HEADER
-        for name in (excel.SINCE, excel.UNTIL, excel.LIMIT, excel.INCLUDE_DELETED, excel.LAST_REFRESHED,
-                     excel.ROW_COUNT, excel.STATUS):  # fmt: skip
+        for name in (excel.SINCE, excel.UNTIL, excel.LIMIT, excel.INCLUDE_DELETED, excel.FULL_SYNC,
+                     excel.LAST_REFRESHED, excel.ROW_COUNT, excel.STATUS):  # fmt: skip
             destinations = list(book.defined_names[name].destinations)
             assert destinations[0][0] == excel.SETTINGS_SHEET, name
         conf = {row[0]: row[1] for row in book["xlwings.conf"].iter_rows(values_only=True) if row[0]}
         assert conf["UDF Modules"] == "ccoptout_xl.excel"
         validations = book[excel.SETTINGS_SHEET].data_validations.dataValidation
-        assert {str(v.sqref) for v in validations} == {"B2", "B3", "B4", "B5"}
+        assert {str(v.sqref) for v in validations} == {"B2", "B3", "B4", "B5", "B6"}
     finally:
         book.vba_archive.close()
 

@@ -65,6 +65,7 @@ SETTINGS = [
     (excel.UNTIL, "Until (date, exclusive)", None, "yyyy-mm-dd", "date"),
     (excel.LIMIT, "Limit (newest N rows)", 1000, "0", "whole"),
     (excel.INCLUDE_DELETED, "Include deleted contacts", False, "General", "flag"),
+    (excel.FULL_SYNC, "Full sync (read everything; weekly)", False, "General", "flag"),
     (None, None, None, None, None),
     (excel.LAST_REFRESHED, "Last refreshed", None, "yyyy-mm-dd hh:mm:ss", None),
     (excel.ROW_COUNT, "Rows", None, "#,##0", None),
