@@ -25,11 +25,13 @@ from .exceptions import (
     StoreError,
     UsageError,
 )
-from .formats import write_optouts
+from .formats import write_changes, write_optouts
 from .optouts import OptOut
 from .query import OptOutQuery, QueryResult, from_api
 from .service import (
     Answer,
+    Change,
+    Changes,
     ReportResult,
     SignInStatus,
     StorePolicy,
@@ -37,6 +39,7 @@ from .service import (
     cache_state,
     clear_cache,
     connect,
+    get_changes,
     get_optouts,
     make_report,
     sign_in,
@@ -53,6 +56,8 @@ __all__ = [
     "ApiError",
     "AuthError",
     "CcOptOutError",
+    "Change",
+    "Changes",
     "Client",
     "OptOut",
     "OptOutQuery",
@@ -74,6 +79,7 @@ __all__ = [
     "clear_cache",
     "connect",
     "from_api",
+    "get_changes",
     "get_optouts",
     "make_report",
     "parse_when",
@@ -82,6 +88,7 @@ __all__ = [
     "sign_in_status",
     "sign_out",
     "sync",
+    "write_changes",
     "write_optouts",
     "write_workbook",
 ]
