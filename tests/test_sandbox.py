@@ -16,18 +16,10 @@ import requests
 from ccoptout_xl.sandbox import AccountSpec, Fault, Sandbox
 
 from .contract import validate
+from .sandbox_http import Contact, in_parallel, iso, parse, permission, session
 
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 SPEC = AccountSpec(contacts=2_000, seed=1, anchor=ANCHOR)
-Contact = dict[str, Any]
-
-
-def parse(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +38,6 @@ def fresh() -> Iterator[Sandbox]:
 @pytest.fixture(scope="module")
 def truth(sb: Sandbox) -> list[Contact]:
     return list(sb.account.contacts())
-
-
-def session(sandbox: Sandbox) -> requests.Session:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {sandbox.token}"
-    return s
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +74,6 @@ def found(s: requests.Session, sandbox: Sandbox, **params: Any) -> list[str]:
 
 def expected(truth: list[Contact], keep: Callable[[Contact], bool]) -> list[str]:
     return [c["contact_id"] for c in truth if keep(c)]
-
-
-def permission(c: Contact) -> str:
-    return c["email_address"]["permission_to_send"]
 
 
 def opt_out(c: Contact) -> dt.datetime | None:
@@ -491,18 +473,8 @@ def test_slow_fault_and_latency(fresh: Sandbox) -> None:
     assert get(s, fresh, "/contact_lists").status_code == 200
     assert time.monotonic() - started >= 0.25
     # Latency is slept per request: parallel requests overlap.
-    results: list[int] = []
-
-    def one() -> None:
-        results.append(session(fresh).get(fresh.base_url + "/contacts/counts", timeout=10).status_code)
-
-    threads = [threading.Thread(target=one) for _ in range(4)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert results == [200] * 4 and time.monotonic() - started < 0.9
+    statuses, elapsed = in_parallel(fresh, "/contacts/counts")
+    assert statuses == [200] * 4 and elapsed < 0.9
 
 
 def test_malformed_fault_sends_truncated_json_with_a_correct_length(fresh: Sandbox) -> None:

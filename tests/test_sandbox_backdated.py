@@ -5,88 +5,33 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
 
 from ccoptout_xl.optouts import OptOut
-from ccoptout_xl.sandbox import Account, AccountSpec, Sandbox
+from ccoptout_xl.sandbox import AccountSpec, Sandbox
 from ccoptout_xl.sandbox.accounts import OptOutFact
 
-from .contract import validate
+from .sandbox_http import (
+    Contact,
+    active,
+    contacts,
+    count,
+    found,
+    get,
+    iso,
+    now,
+    pages,
+    parse,
+    permission,
+    sandbox_fixtures,
+)
 
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 SPEC = AccountSpec(contacts=2_000, seed=1, anchor=ANCHOR)
 EASTERN = dt.timezone(dt.timedelta(hours=-5))
-Contact = dict[str, Any]
-
-
-def parse(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-@pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox(SPEC, rate_limit=None, daily_quota=None) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def api(sb: Sandbox) -> requests.Session:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {sb.token}"
-    return s
-
-
-def get(s: requests.Session, sandbox: Sandbox, path: str, **params: Any) -> dict[str, Any]:
-    response = s.get(sandbox.base_url + path, params=params, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def pages(s: requests.Session, sandbox: Sandbox, **params: Any) -> Iterator[dict[str, Any]]:
-    """Every page of GET /contacts, following next links verbatim; each body checked against the contract."""
-    url: str | None = sandbox.base_url + "/contacts"
-    query: dict[str, Any] | None = params
-    while url is not None:
-        response = s.get(url, params=query, timeout=10)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        validate("Contacts", body)
-        yield body
-        links = body.get("_links")
-        url, query = (sandbox.base_url.removesuffix("/v3") + links["next"]["href"], None) if links else (None, None)
-
-
-def found(s: requests.Session, sandbox: Sandbox, **params: Any) -> dict[str, Contact]:
-    """contact_id -> contact, over every page."""
-    return {c["contact_id"]: c for body in pages(s, sandbox, limit=500, **params) for c in body["contacts"]}
-
-
-def count(s: requests.Session, sandbox: Sandbox, **params: Any) -> int:
-    return get(s, sandbox, "/contacts", include_count="true", limit=1, **params)["contacts_count"]
-
-
-def contacts(account: Account) -> dict[str, Contact]:
-    return {c["contact_id"]: c for c in account.contacts()}
-
-
-def permission(c: Contact) -> str:
-    return c["email_address"]["permission_to_send"]
-
-
-def active(c: Contact) -> bool:
-    return "deleted_at" not in c and permission(c) in ("explicit", "implicit")
+sb, api = sandbox_fixtures(SPEC)
 
 
 def eastern(c: Contact) -> bool:

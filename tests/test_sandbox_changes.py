@@ -7,8 +7,6 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
@@ -16,79 +14,31 @@ import requests
 from ccoptout_xl.sandbox import Account, AccountSpec, Sandbox
 
 from .contract import validate
+from .sandbox_http import (
+    Contact,
+    active,
+    contacts,
+    found,
+    get,
+    iso,
+    now,
+    pages,
+    parse,
+    permission,
+    sandbox_fixtures,
+    session,
+)
 
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 SPEC = AccountSpec(contacts=2_000, seed=1, anchor=ANCHOR)
-Contact = dict[str, Any]
 OPT_OUT_FIELDS = {"opt_out_source", "opt_out_date", "opt_out_reason"}
-
-
-def parse(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+sb, api = sandbox_fixtures(SPEC)
 
 
 def around_now() -> tuple[dt.datetime, dt.datetime]:
     """A window that surely holds a change made now: -05:00-style contacts get whole seconds (floored)."""
     moment = now()
     return moment - dt.timedelta(seconds=2), moment + dt.timedelta(seconds=60)
-
-
-@pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox(SPEC, rate_limit=None, daily_quota=None) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def api(sb: Sandbox) -> requests.Session:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {sb.token}"
-    return s
-
-
-def get(s: requests.Session, sandbox: Sandbox, path: str, **params: Any) -> dict[str, Any]:
-    response = s.get(sandbox.base_url + path, params=params, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def pages(s: requests.Session, sandbox: Sandbox, **params: Any) -> Iterator[dict[str, Any]]:
-    """Every page of GET /contacts, following next links verbatim; each body checked against the contract."""
-    url: str | None = sandbox.base_url + "/contacts"
-    query: dict[str, Any] | None = params
-    while url is not None:
-        response = s.get(url, params=query, timeout=10)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        validate("Contacts", body)
-        yield body
-        links = body.get("_links")
-        url, query = (sandbox.base_url.removesuffix("/v3") + links["next"]["href"], None) if links else (None, None)
-
-
-def found(s: requests.Session, sandbox: Sandbox, **params: Any) -> dict[str, Contact]:
-    """contact_id -> contact, over every page."""
-    return {c["contact_id"]: c for body in pages(s, sandbox, limit=500, **params) for c in body["contacts"]}
-
-
-def truth(sandbox: Sandbox) -> dict[str, Contact]:
-    return {c["contact_id"]: c for c in sandbox.account.contacts()}
-
-
-def permission(c: Contact) -> str:
-    return c["email_address"]["permission_to_send"]
-
-
-def active(c: Contact) -> bool:
-    return "deleted_at" not in c and permission(c) in ("explicit", "implicit")
 
 
 def memberships(contacts: list[Contact]) -> Counter[str]:
@@ -108,7 +58,7 @@ def file_state(account: Account) -> tuple[str, int]:
 
 
 def test_new_optouts_show_in_unsubscribed_results_and_optout_windows_only(sb: Sandbox, api: requests.Session) -> None:
-    old = truth(sb)
+    old = contacts(sb.account)
     counts = get(api, sb, "/contacts/counts")
     active_members = list_counts(api, sb, "active")
     after, until = around_now()
@@ -119,7 +69,7 @@ def test_new_optouts_show_in_unsubscribed_results_and_optout_windows_only(sb: Sa
     assert all(active(old[i]) for i in ids)
     # Deterministic: the first active contacts in API (seq) order.
     assert ids == [i for i, c in old.items() if active(c)][:25]
-    new = truth(sb)
+    new = contacts(sb.account)
     for i in ids:
         contact, address = new[i], new[i]["email_address"]
         assert permission(contact) == "unsubscribed"
@@ -159,7 +109,7 @@ def test_new_optouts_show_in_unsubscribed_results_and_optout_windows_only(sb: Sa
 
 
 def test_opt_out_given_contacts_at_an_instant(sb: Sandbox, api: requests.Session) -> None:
-    old = truth(sb)
+    old = contacts(sb.account)
     z_style = next(i for i, c in old.items() if permission(c) == "pending_confirmation" and c["created_at"][-1] == "Z")
     eastern = next(i for i, c in old.items() if active(c) and c["created_at"].endswith("-05:00"))
     at = dt.datetime(2026, 11, 21, 9, 30, 15, 123_987, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
@@ -191,7 +141,7 @@ def test_opt_out_given_contacts_at_an_instant(sb: Sandbox, api: requests.Session
 def test_resubscribed_contacts_leave_unsubscribed_results_and_lose_the_optout_fields(
     sb: Sandbox, api: requests.Session
 ) -> None:
-    old = truth(sb)
+    old = contacts(sb.account)
     after, until = around_now()
     fresh = sb.account.opt_out(count=6)
     generated = [i for i, c in old.items() if permission(c) == "unsubscribed" and "deleted_at" not in c][:3]
@@ -224,7 +174,7 @@ def test_resubscribed_contacts_leave_unsubscribed_results_and_lose_the_optout_fi
 def test_deleted_contacts_show_only_under_status_deleted_and_keep_their_optout(
     sb: Sandbox, api: requests.Session
 ) -> None:
-    old = truth(sb)
+    old = contacts(sb.account)
     after, _ = around_now()
     opted_out = sb.account.opt_out(count=4)
     plain = [i for i, c in old.items() if active(c) and i not in opted_out][:3]
@@ -259,7 +209,7 @@ def test_deleted_contacts_show_only_under_status_deleted_and_keep_their_optout(
 
 
 def test_bad_changes_are_refused_and_change_nothing(sb: Sandbox, api: requests.Session) -> None:
-    old = truth(sb)
+    old = contacts(sb.account)
     first_active = next(i for i, c in old.items() if active(c))
     unsubscribed = next(i for i, c in old.items() if permission(c) == "unsubscribed" and "deleted_at" not in c)
     with pytest.raises(ValueError, match="either count or contact_ids"):
@@ -285,7 +235,7 @@ def test_bad_changes_are_refused_and_change_nothing(sb: Sandbox, api: requests.S
         sb.account.opt_out(contact_ids=[first_active, unsubscribed])
     with pytest.raises(ValueError, match="not an opted-out contact"):
         sb.account.resubscribe([unsubscribed, first_active])
-    assert truth(sb) == old
+    assert contacts(sb.account) == old
     assert sb.account.opt_out(0) == [] and sb.account.delete([]) == []
 
 
@@ -297,10 +247,9 @@ def test_changes_stay_private_and_the_shared_cache_file_is_untouched(api: reques
     try:
         assert other.account.path == sb.account.path  # one shared cache file
         before = file_state(sb.account)
-        original = truth(other)
+        original = contacts(other.account)
         counts = other.account.counts()
-        other_api = requests.Session()
-        other_api.headers["Authorization"] = f"Bearer {other.token}"
+        other_api = session(other)
         other_unsubscribed = found(other_api, other, status="unsubscribed")
 
         ids = sb.account.opt_out(count=10)
@@ -308,7 +257,7 @@ def test_changes_stay_private_and_the_shared_cache_file_is_untouched(api: reques
         sb.account.delete(ids[2:4])
 
         assert file_state(sb.account) == before
-        assert truth(other) == original and not other.account.changed
+        assert contacts(other.account) == original and not other.account.changed
         assert other.account.counts() == counts == get(other_api, other, "/contacts/counts")
         assert found(other_api, other, status="unsubscribed") == other_unsubscribed
         assert get(api, sb, "/contacts/counts") != counts
@@ -318,7 +267,7 @@ def test_changes_stay_private_and_the_shared_cache_file_is_untouched(api: reques
     assert private.exists() and private.parent != sb.account.path.parent
     sb.stop()
     assert not private.exists() and not private.parent.exists()
-    assert not sb.account.changed and truth(sb) == original  # stopping discards the changes
+    assert not sb.account.changed and contacts(sb.account) == original  # stopping discards the changes
     assert file_state(sb.account) == before
 
 
@@ -340,7 +289,7 @@ def test_a_standalone_account_changes_and_closes() -> None:
 
 def test_an_open_cursor_continues_over_the_new_data_from_its_position(sb: Sandbox, api: requests.Session) -> None:
     """Keyset paging: after a change, later pages reflect it; contacts before the cursor are not revisited."""
-    old = truth(sb)
+    old = contacts(sb.account)
     order = list(old)
     walk = pages(api, sb, status="unsubscribed", limit=50, include_count="true")
     first = next(walk)
@@ -373,8 +322,7 @@ def test_concurrent_reads_see_whole_changes(sb: Sandbox) -> None:
     seen_counts: list[int] = []
 
     def reader() -> None:
-        s = requests.Session()
-        s.headers["Authorization"] = f"Bearer {sb.token}"
+        s = session(sb)
         while not stop.is_set():
             body = get(s, sb, "/contacts", status="unsubscribed", include_count="true", limit=500)
             if body["contacts_count"] != len(body["contacts"]):

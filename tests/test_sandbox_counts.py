@@ -6,20 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 
 from .contract import validate
+from .sandbox_http import Contact, get, iso, now, parse, sandbox_fixtures
 
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 SPEC = AccountSpec(contacts=3_000, seed=3, anchor=ANCHOR)
 DAY = dt.timedelta(days=1)
-Contact = dict[str, Any]
 STATUSES = ("unsubscribed", "deleted", "unsubscribed,deleted")
 OPTOUT_WINDOWS = (
     {},
@@ -33,31 +31,7 @@ CREATED_WINDOWS = (
     {"created_after": ANCHOR - 2000 * DAY},
     {"created_after": ANCHOR - 2000 * DAY, "created_before": ANCHOR - 10 * DAY},
 )
-
-
-def parse(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-@pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox(SPEC, rate_limit=None, daily_quota=None) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def api(sb: Sandbox) -> requests.Session:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {sb.token}"
-    return s
+sb, api = sandbox_fixtures(SPEC)
 
 
 def query(status: str | None = None, **bounds: dt.datetime) -> dict[str, str]:
@@ -68,9 +42,7 @@ def query(status: str | None = None, **bounds: dt.datetime) -> dict[str, str]:
 
 
 def count(s: requests.Session, sandbox: Sandbox, params: dict[str, str]) -> int:
-    response = s.get(sandbox.base_url + "/contacts", params={**params, "include_count": "true", "limit": 1})
-    assert response.status_code == 200, response.text
-    body = response.json()
+    body = get(s, sandbox, "/contacts", **params, include_count="true", limit=1)
     validate("Contacts", body)
     return body["contacts_count"]
 

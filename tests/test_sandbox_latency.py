@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,8 @@ import requests
 
 from ccoptout_xl.sandbox import AccountSpec, Sandbox, SettingError, check_server_settings
 
+from .sandbox_http import in_parallel, session
+
 ANCHOR = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 SPEC = AccountSpec(contacts=2_000, seed=1, anchor=ANCHOR)
 
@@ -22,12 +23,6 @@ SPEC = AccountSpec(contacts=2_000, seed=1, anchor=ANCHOR)
 def sb() -> Iterator[Sandbox]:
     with Sandbox(SPEC, rate_limit=None, daily_quota=None) as sandbox:
         yield sandbox
-
-
-def session(sandbox: Sandbox) -> requests.Session:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {sandbox.token}"
-    return s
 
 
 def timed_get(s: requests.Session, sandbox: Sandbox, path: str, **params: Any) -> tuple[requests.Response, float]:
@@ -89,18 +84,7 @@ def test_a_page_of_500_takes_measurably_longer_than_a_page_of_1(sb: Sandbox) -> 
 
 def test_slow_pages_are_not_serialized(sb: Sandbox) -> None:
     sb.latency, sb.latency_per_contact = 0.05, 0.0005  # 0.3 s per page of 500
-    statuses: list[int] = []
-
-    def one() -> None:
-        statuses.append(session(sb).get(sb.base_url + "/contacts", params={"limit": 500}, timeout=10).status_code)
-
-    threads = [threading.Thread(target=one) for _ in range(4)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    elapsed = time.monotonic() - started
+    statuses, elapsed = in_parallel(sb, "/contacts", limit=500)
     assert statuses == [200] * 4
     assert 0.3 <= elapsed < 1.1  # four in a row would take 1.2 s
     assert [r.delay for r in sb.requests] == [pytest.approx(0.3)] * 4

@@ -608,7 +608,7 @@ class Account:
             updates = []
             for row in rows:
                 stamp = self._stamp(changed_ms, row)  # the email's updated_at
-                dated = self._dated(at_ms, row) if backdated else stamp
+                dated = self._stamp(at_ms, row, backdated=True) if backdated else stamp
                 lifecycle = (
                     generator.UNSUBSCRIBED_RECENTLY
                     if dated > -generator.RECENT_WINDOW
@@ -700,32 +700,20 @@ class Account:
             self._lists = self._base_lists
             live.discard()
 
-    def _stamp(self, at_ms: int, row: tuple[Any, ...]) -> int:
-        """``at`` relative to the anchor, in the contact's precision; never before its email's last update.
+    def _stamp(self, at_ms: int, row: tuple[Any, ...], *, backdated: bool = False) -> int:
+        """``at`` relative to the anchor, in the contact's precision; never before its email's last update, or for
+        a back-dated opt-out's date never before the contact's creation.
 
         ``row``: the contact's _CHANGE_COLUMNS.
         """
-        _seq, contact_id, _state, style, _lists, email_updated, _opt_out, _created = row
+        _seq, contact_id, _state, style, _lists, email_updated, _opt_out, created = row
         if style == EASTERN_STYLE:
             at_ms = at_ms // 1000 * 1000
         stamp = at_ms - self.anchor_ms
-        if stamp < email_updated:
-            when = format_instant(self.anchor_ms + email_updated, style)
-            raise ValueError(f"contact {contact_id}: {format_instant(at_ms, style)} is before its last change ({when})")
-        return stamp
-
-    def _dated(self, at_ms: int, row: tuple[Any, ...]) -> int:
-        """A back-dated opt-out's date relative to the anchor, in the contact's precision; never before its creation.
-
-        ``row``: the contact's _CHANGE_COLUMNS.
-        """
-        _seq, contact_id, _state, style, _lists, _email_updated, _opt_out, created = row
-        if style == EASTERN_STYLE:
-            at_ms = at_ms // 1000 * 1000
-        stamp = at_ms - self.anchor_ms
-        if stamp < created:
-            when = format_instant(self.anchor_ms + created, style)
-            raise ValueError(f"contact {contact_id}: {format_instant(at_ms, style)} is before its creation ({when})")
+        earliest, what = (created, "its creation") if backdated else (email_updated, "its last change")
+        if stamp < earliest:
+            when = format_instant(self.anchor_ms + earliest, style)
+            raise ValueError(f"contact {contact_id}: {format_instant(at_ms, style)} is before {what} ({when})")
         return stamp
 
     @staticmethod
