@@ -233,6 +233,10 @@ def _uuid(rnd: random.Random) -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
+new_uuid = _uuid
+"""A random version-4 UUID drawn from ``rnd`` (canonical lowercase)."""
+
+
 def _cumulative(weights: list[float]) -> list[float]:
     """Cumulative sums normalized to end at exactly 1.0 (for ``bisect_right(cum, random())``)."""
     cum, total = [], 0.0
@@ -377,6 +381,34 @@ class _ContactFactory:
         return reason, "Contact"
 
 
+def _start(
+    contacts: int, seed: int, unsubscribed_share: float, recent_share: float
+) -> tuple[bytearray, list[tuple[Any, ...]], _ContactFactory]:
+    """The first draws of the account's random stream: lifecycles, the lists' rows, and the contact factory (which
+    has drawn the campaign days). ``populate`` goes on from here; ``campaign_days`` replays just this much."""
+    rnd = random.Random(f"ccoptout-xl-sandbox:{seed}")
+    lifecycles = _lifecycles(rnd, contacts, lifecycle_counts(contacts, unsubscribed_share, recent_share))
+    lists = []
+    for bit, (name, description, favorite, _) in enumerate(LISTS):
+        created = -CREATION_SPAN + bit * 40 * DAY + int(rnd.random() * DAY)
+        updated = created + int(rnd.random() * (-created - DAY))
+        lists.append((bit, _uuid(rnd), name, description, int(favorite), created, updated))
+    return lifecycles, lists, _ContactFactory(rnd, contacts)
+
+
+def campaign_days(
+    contacts: int, seed: int, unsubscribed_share: float, recent_share: float
+) -> tuple[list[int], list[int]]:
+    """The send instants (ms relative to the anchor, ascending) of the campaigns behind the account's bursts of
+    opt-outs: ``CAMPAIGNS`` days over the opt-out span before the recent window, and the three recent bursts.
+
+    Replayed from the account's random stream exactly as ``populate`` drew them (about a second for 1,000,000
+    contacts: the lifecycles are shuffled first), so an account generated before campaigns existed has them too.
+    """
+    _, _, factory = _start(contacts, seed, unsubscribed_share, recent_share)
+    return list(factory.campaigns), list(factory.bursts)
+
+
 def populate(
     conn: sqlite3.Connection,
     contacts: int,
@@ -386,18 +418,12 @@ def populate(
     bulk_removal: int = 0,
 ) -> None:
     """Create the schema and fill it. The caller commits."""
-    rnd = random.Random(f"ccoptout-xl-sandbox:{seed}")
     conn.executescript(SCHEMA)
-    lifecycles = _lifecycles(rnd, contacts, lifecycle_counts(contacts, unsubscribed_share, recent_share))
-    for bit, (name, description, favorite, _) in enumerate(LISTS):
-        created = -CREATION_SPAN + bit * 40 * DAY + int(rnd.random() * DAY)
-        updated = created + int(rnd.random() * (-created - DAY))
-        conn.execute(
-            "INSERT INTO lists (bit, list_id, name, description, favorite, created, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (bit, _uuid(rnd), name, description, int(favorite), created, updated),
-        )
-    factory = _ContactFactory(rnd, contacts)
+    lifecycles, lists, factory = _start(contacts, seed, unsubscribed_share, recent_share)
+    conn.executemany(
+        "INSERT INTO lists (bit, list_id, name, description, favorite, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        lists,
+    )
     rows: list[tuple[Any, ...]] = []
     previous_created = -CREATION_SPAN
     created_in_seq_order = True
