@@ -12,6 +12,12 @@ the cache.
 
 ``Account.pick`` draws contacts of a kind at random (deterministically, for tests and benchmarks) and
 ``Account.optouts_truth`` lists every contact that carries an opt-out: both in SQL, fast on 1,000,000 contacts.
+
+``Account.campaigns()`` lists the account's email campaigns, ``campaign_truth()`` says which campaign activity each
+opt-out came through (or None) and ``campaign_cases()`` names the contacts of each hard case (see campaigns.py):
+all derived from the cached data on first use, without changing a contact, in about a second for 1,000,000
+contacts (``campaign_book()`` builds it ahead of time). ``opt_out(..., campaign_activity_id=...)`` is an opt-out
+through an email: its activity's report lists it.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import generator
+from .campaigns import CampaignBook, CampaignFact, Row, build_book
 from .render import (
     CONTACT_COLUMNS,
     DELETED_OFFSET,
@@ -253,6 +260,8 @@ class Account:
         self._live: _LiveCopy | None = None
         self._generation = 0
         self._version = 0  # data version of the latest change; the cached database is version 0
+        self._book: CampaignBook | None = None
+        self._book_lock = threading.Lock()
         conn = self.connect()
         try:
             rows = conn.execute(_LISTS_SQL).fetchall()
@@ -534,6 +543,63 @@ class Account:
             raise ValueError(f"only {len(chosen)} such contacts, not {n}")
         return chosen
 
+    # --- email campaigns ----------------------------------------------------------------------------------
+
+    def campaign_book(self) -> CampaignBook:
+        """The account's campaigns and opt-out reports (campaigns.py), generated from the cached data on first use.
+
+        The generated part depends on the spec alone (campaign names on the anchor too), never on changes made
+        since: changes add to it (``opt_out`` through an activity) until ``close`` discards them.
+        """
+        with self._book_lock:
+            if self._book is None:
+                conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro&immutable=1", uri=True)
+                try:
+                    spec = self.spec
+                    self._book = build_book(
+                        conn,
+                        contacts=spec.contacts,
+                        seed=spec.seed,
+                        unsubscribed_share=spec.unsubscribed_share,
+                        recent_share=spec.recent_share,
+                        cache_key=spec.cache_key,
+                        anchor_ms=self.anchor_ms,
+                    )
+                finally:
+                    conn.close()
+            return self._book
+
+    def campaigns(self) -> list[CampaignFact]:
+        """Every email campaign (sent, removed after sending, draft, scheduled), newest update first, with its
+        activities (id, role, send time), whether its summary gives counts as strings, and its unique opt-outs."""
+        return self.campaign_book().facts()
+
+    def campaign_truth(self) -> dict[str, str | None]:
+        """For every contact that carries an opt-out (``optouts_truth()``'s, deleted ones too): the
+        ``campaign_activity_id`` its current opt-out came through, or None (an ``Account`` opt-out, a form, an
+        import: anything but an email's unsubscribe link; a report row of an opt-out reversed since does not count).
+
+        The rule: the activity's report lists the contact with a ``created_time`` equal to its current
+        ``opt_out_date`` (to the second, as the API renders them; the truth compares milliseconds).
+        """
+        conn = self.connect()
+        try:
+            rows = conn.execute(
+                f"SELECT contact_id, opt_out FROM contacts INDEXED BY idx_optout WHERE opt_out IS NOT NULL"
+                f" AND (state = {UNSUBSCRIBED} OR state >= {DELETED_OFFSET})"
+            ).fetchall()
+        finally:
+            conn.close()
+        return self.campaign_book().truth(rows)
+
+    def campaign_cases(self) -> dict[str, list[str]]:
+        """Contact ids of each hard case of the generated reports, in seq order: "burst" and "old_email" (opt-outs
+        through an email within 3 days of its send, or from one 1 to 26 weeks old), "deleted" (through an email,
+        deleted since), "reversed_then_removed" (a report row from an opt-out reversed since; the account removed the
+        contact later), "resubscribed" (a report row; subscribed again now), "twice" (an older row in another
+        campaign's report, then the current one). Live changes do not update these lists."""
+        return {name: list(ids) for name, ids in self.campaign_book().cases.items()}
+
     # --- changes ---------------------------------------------------------------------------------------
 
     def opt_out(
@@ -545,6 +611,7 @@ class Account:
         source: str = "Contact",
         reason: str | None = "Too many emails",
         backdated: bool = False,
+        campaign_activity_id: str | None = None,
     ) -> list[str]:
         """Opt contacts out; returns their ids. Give ``count`` or ``contact_ids``, not both.
 
@@ -566,6 +633,12 @@ class Account:
         the opt-out date ("unsubscribed_long_ago" if more than 30 days before the anchor). Lists, counts, the
         data version and open cursors change as for any opt-out, and the contact shows in optout_after/
         optout_before windows and include_count counts at its old date.
+
+        ``campaign_activity_id``: the opt-out came through that email (a sent ``primary_email`` or ``resend``
+        activity of ``campaigns()``): its report lists each contact at the opt-out date (newest first) and its
+        campaign's unique opt-outs grow. ``source`` must then be "Contact"; each contact must have been created by
+        the send, and the opt-out date must not be before it (with ``count``: the first active contacts created by
+        the send). ValueError otherwise, and nothing changes.
         """
         if (count is None) == (contact_ids is None):
             raise ValueError("give either count or contact_ids")
@@ -582,6 +655,17 @@ class Account:
         if at_ms > changed_ms:
             raise ValueError(f"a back-dated opt-out cannot be in the future: {format_instant(at_ms)} is after now")
         ids = None if contact_ids is None else _id_list(contact_ids)
+        book = activity = None
+        if campaign_activity_id is not None:
+            if source != "Contact":
+                raise ValueError("an opt-out through an email is the person's own: source must be Contact")
+            book = self.campaign_book()
+            activity = book.tracked(campaign_activity_id)
+        sent = None if activity is None else activity.sent
+        created_limit = at_ms // 1000 * 1000 - self.anchor_ms
+        if sent is not None:
+            created_limit = min(created_limit, sent)
+        report: list[Row] = []
 
         def apply(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if ids is None:
@@ -593,7 +677,7 @@ class Account:
                     (
                         *ACTIVE_STATES,
                         changed_ms // 1000 * 1000 - self.anchor_ms,
-                        at_ms // 1000 * 1000 - self.anchor_ms,
+                        created_limit,
                         count,
                     ),
                 ).fetchall()
@@ -615,6 +699,14 @@ class Account:
                     else generator.UNSUBSCRIBED_LONG_AGO
                 )
                 updates.append((UNSUBSCRIBED, UNSUBSCRIBED, dated, source, reason, stamp, lifecycle, row[0]))
+                if sent is not None:
+                    if row[7] > sent:
+                        raise ValueError(f"contact {row[1]} was created after {campaign_activity_id} was sent")
+                    if dated < sent:
+                        raise ValueError(
+                            f"contact {row[1]}: an opt-out through {campaign_activity_id} is before its send"
+                        )
+                    report.append(Row((-dated, row[0]), row[1], reason))
             conn.executemany(
                 "UPDATE contacts SET permission = ?, state = ?, opt_out = ?, opt_out_source = ?,"
                 " opt_out_reason = ?, email_updated = ?, lifecycle = ? WHERE seq = ?",
@@ -622,7 +714,11 @@ class Account:
             )
             return [(row, UNSUBSCRIBED) for row in rows]
 
-        return self._change(apply, empty=count == 0 or ids == [])
+        with self._write_lock:  # the report changes with the contacts: close() cannot come in between
+            changed = self._change(apply, empty=count == 0 or ids == [])
+            if book is not None and activity is not None and report:
+                book.add(activity, report)
+        return changed
 
     def resubscribe(self, contact_ids: Iterable[str], *, at: datetime | None = None) -> list[str]:
         """Opted-out (and not deleted) contacts opt back in, at ``at`` (default now); returns their ids.
@@ -698,6 +794,8 @@ class Account:
                 self._live = None
                 self._generation += 1
             self._lists = self._base_lists
+            if self._book is not None:
+                self._book.discard_live()
             live.discard()
 
     def _stamp(self, at_ms: int, row: tuple[Any, ...], *, backdated: bool = False) -> int:
