@@ -1,4 +1,4 @@
-"""A local stand-in for Constant Contact's V3 contacts API, for tests, the demo and benchmarks.
+"""A local stand-in for Constant Contact's V3 contacts and campaign reports API, for tests, the demo and benchmarks.
 
     from ccoptout_xl.sandbox import AccountSpec, Fault, Sandbox
 
@@ -15,10 +15,18 @@ incremental sync; ``opt_out(..., at=old, backdated=True)`` is an opt-out that ar
 ``sb.account.pick("active" | "unsubscribed" | "any_not_deleted", n, rng)`` draws contacts at random,
 deterministically, and ``sb.account.optouts_truth()`` lists every contact that carries an opt-out.
 
+Email campaigns (campaigns.py, campaign_api.py): the summaries report, ``GET /emails``, ``/emails/{id}``, an
+activity's send history and opt-outs report, all needing the ``campaign_data`` scope, which ``sb.token`` lacks by
+default (a sign-in from before campaign reports): ``Sandbox(..., token_scopes=oauth.SCOPES)`` gives it every scope,
+``sb.oauth.access_token("contact_data campaign_data")`` any mix. ``sb.account.campaigns()``, ``campaign_truth()``
+(the activity each opt-out came through, or None) and ``campaign_cases()`` are the ground truth;
+``sb.account.opt_out(..., campaign_activity_id=...)`` is an opt-out through an email.
+
 Runtime code uses the standard library only.
 """
 
 from .accounts import GENERATOR_VERSION, Account, AccountSpec
+from .campaigns import ActivityFact, CampaignFact
 from .hooks import Fault, RequestRecord
 from .oauth import OAuthServer, TokenRequest
 from .server import Sandbox
@@ -29,6 +37,8 @@ __all__ = [
     "MAX_CONTACTS",
     "Account",
     "AccountSpec",
+    "ActivityFact",
+    "CampaignFact",
     "Fault",
     "OAuthServer",
     "RequestRecord",

@@ -1,4 +1,7 @@
-"""The V3 operations the sandbox implements, as plain functions of (method, path, query)."""
+"""The V3 operations the sandbox implements, as plain functions of (method, path, query).
+
+The contacts operations are here; the email campaign operations (``campaign_data`` scope) in campaign_api.py.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .accounts import Account
+from .campaign_api import CampaignApi
 from .contact_search import ContactSearch, parse_query
 from .errors import ApiError
 from .params import CursorCodec, boolean, csv, integer, one_of
@@ -39,19 +43,26 @@ class Api:
         }
         self._pool: list[tuple[sqlite3.Connection, int]] = []  # idle connections and their account generation
         self._lock = threading.Lock()
+        self.campaigns = CampaignApi(account.campaign_book, self.codec, self._connection, account.list_ids)
 
     def handle(self, method: str, path: str, query: dict[str, str], optout_filters: bool = True) -> tuple[int, Any]:
         """Route one request."""
         route = self._routes.get(path)
-        if route is None:
+        campaign_route = self.campaigns.route(path) if route is None else None
+        if route is None and campaign_route is None:
             raise ApiError.array(404, "not_found", f"The requested resource was not found: {path}")
         if method != "GET":
             raise ApiError.array(405, "method_not_allowed", f"{method} is not supported on {path}; use GET")
+        if campaign_route is not None:
+            return 200, campaign_route(query)
+        assert route is not None
         return 200, route(query, optout_filters)
 
     def required_scope(self, path: str) -> str | None:
         """The OAuth scope an access token needs for ``path`` (None for unknown paths, which are 404)."""
-        return self._scopes.get(path)
+        if path in self._scopes:
+            return self._scopes[path]
+        return "campaign_data" if self.campaigns.route(path) is not None else None
 
     def close(self) -> None:
         """Close pooled database connections."""

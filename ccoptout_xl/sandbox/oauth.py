@@ -25,8 +25,11 @@ from .hooks import RecordList
 from .limits import Limits
 from .tokens import JwtSigner, b64url
 
-SCOPES = ("contact_data", "offline_access", "account_read")
-ALL_SCOPES = "contact_data offline_access account_read"
+SCOPES = ("contact_data", "offline_access", "account_read", "campaign_data")
+"""Every scope a token can have; ``campaign_data`` reaches the email campaign operations."""
+DEFAULT_SCOPES = "contact_data offline_access account_read"
+"""What ``issue`` and ``access_token`` (and so ``Sandbox.token``) give unless told: a sign-in from before campaign
+reports, without ``campaign_data``. Ask for it explicitly: ``access_token("contact_data campaign_data")``."""
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 API_AUDIENCE = "https://api.cc.email/v3"
 DEFAULT_CLIENT_ID = "ccoptout-xl-sandbox"
@@ -190,12 +193,12 @@ class OAuthServer:
         with self._lock:
             self._clients[client_id] = OAuthClient(client_id, secret, uris)
 
-    def issue(self, scope: str | Iterable[str] = ALL_SCOPES, client_id: str | None = None) -> dict[str, Any]:
+    def issue(self, scope: str | Iterable[str] = DEFAULT_SCOPES, client_id: str | None = None) -> dict[str, Any]:
         """Tokens as the token endpoint would answer, without a flow (not rate limited, not recorded)."""
         client = self._client(client_id or DEFAULT_CLIENT_ID)
         return self._tokens(client.client_id, _scope_argument(scope))
 
-    def access_token(self, scope: str | Iterable[str] = ALL_SCOPES, client_id: str | None = None) -> str:
+    def access_token(self, scope: str | Iterable[str] = DEFAULT_SCOPES, client_id: str | None = None) -> str:
         """Only an access token (no refresh token is created), as ``issue`` would give."""
         client = self._client(client_id or DEFAULT_CLIENT_ID)
         return self._access_token(client.client_id, _scope_argument(scope))

@@ -20,7 +20,7 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -32,7 +32,7 @@ from .endpoints import Api
 from .errors import QUOTA_EXCEEDED, THROTTLED, UNAUTHORIZED, ApiError
 from .hooks import DROPPED, PENDING, Fault, FaultSet, RequestLog, RequestRecord
 from .limits import Limits
-from .oauth import SCOPES, OAuthServer
+from .oauth import DEFAULT_SCOPES, SCOPES, OAuthServer
 from .oauth_http import OAUTH_PATH, OAuthRoutes
 from .reply import Reply
 from .settings import (
@@ -72,8 +72,10 @@ class Sandbox:
     ``token`` given to the constructor.
 
     The API accepts access tokens issued by ``oauth`` (signed, unexpired by its clock, with the scope
-    the endpoint needs) and, if given, the constructor's ``token`` as is. ``token`` defaults to an
-    access token of the default client with every scope, valid 24 hours from construction.
+    the endpoint needs) and, if given, the constructor's ``token`` as is (with every scope). ``token`` defaults to
+    an access token of the default client with the scopes ``token_scopes`` (default: contact_data, offline_access,
+    account_read: a sign-in from before campaign reports; give ``oauth.SCOPES`` for every scope, campaign_data
+    too), valid 24 hours from construction.
 
     ``account`` may be changed while serving (``account.opt_out``, ``resubscribe``, ``delete``: see Account),
     in a private copy of the shared cached database; the API answers from the changed data as soon as the
@@ -93,6 +95,7 @@ class Sandbox:
         optout_filters: bool = True,
         db_path: str | os.PathLike[str] | None = None,
         token: str | None = None,
+        token_scopes: str | Iterable[str] = DEFAULT_SCOPES,
     ) -> None:
         _require_loopback(host)
         check_server_settings(port, rate_limit, daily_quota, latency, latency_per_contact)
@@ -108,7 +111,7 @@ class Sandbox:
             lambda: self.auth_url, subject=summary["contact_email"], account_id=summary["encoded_account_id"]
         )
         self._static_token = token
-        self.token = token if token is not None else self.oauth.access_token()
+        self.token = token if token is not None else self.oauth.access_token(token_scopes)
         self.requests = RequestLog()
         self.faults = FaultSet()
         self._limits = Limits(rate_limit, daily_quota)
