@@ -73,11 +73,13 @@ def validate(
 ) -> None:
     """Raise ContractError, listing every mismatch, unless ``body`` is a valid ``definition_name``.
 
-    ``contract``: "contacts" or "campaigns"; None: the first of them that defines ``definition_name``.
+    ``contract``: "contacts" or "campaigns"; None: the first of them that defines ``definition_name`` (and those of
+    ``strings_for_integers``).
     ``strings_for_integers``: definitions whose integer properties may also be strings of decimal digits.
     """
-    name = contract if contract is not None else _holder("definitions", definition_name)
-    validator = _validator(name, definition_name, frozenset(strings_for_integers))
+    lenient = frozenset(strings_for_integers)
+    name = contract if contract is not None else _holder(definition_name, *lenient)
+    validator = _validator(name, definition_name, lenient)
     errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  at {_where(e)}: {e.message}" for e in errors[:20]]
@@ -112,12 +114,12 @@ def _known(name: str) -> tuple[str, str]:
 _document = contract  # ``validate`` and ``parameters`` have an argument named contract
 
 
-def _holder(section: str, key: str) -> str:
-    """The first contract whose ``section`` has ``key`` (KeyError if none)."""
+def _holder(*definition_names: str) -> str:
+    """The first contract that defines every one of ``definition_names`` (KeyError if none)."""
     for name in CONTRACTS:
-        if key in _document(name)[section]:
+        if all(d in _document(name)["definitions"] for d in definition_names):
             return name
-    raise KeyError(f"the contract has no definition {key!r}")
+    raise KeyError(f"no contract defines {' and '.join(repr(d) for d in definition_names)}")
 
 
 @cache
