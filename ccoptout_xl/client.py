@@ -8,6 +8,7 @@ Reference: https://developer.constantcontact.com/api_guide/contacts_get_all.html
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,13 +70,14 @@ class Client:
 
     # -- contacts ------------------------------------------------------------------------------------------
 
-    def contact_pages(self, **params: Any) -> Iterator[Page]:
+    def contact_pages(self, *, cancel: threading.Event | None = None, **params: Any) -> Iterator[Page]:
         """Pages of ``GET /contacts`` for the given query parameters, following ``_links.next`` verbatim.
 
         Parameters are the contract's (``status``, ``optout_after``, ``include_count``, ``limit``...); date-time
-        values may be aware datetimes and booleans Python booleans. Stop iterating to stop fetching.
+        values may be aware datetimes and booleans Python booleans. Stop iterating to stop fetching; setting
+        ``cancel`` (from another thread) stops it too, with :class:`~ccoptout_xl.http_client.Cancelled`.
         """
-        return self._pages("contacts", "contacts", "contacts_count", encode_params(params))
+        return self._pages("contacts", "contacts", "contacts_count", encode_params(params), cancel)
 
     def contacts(self, **params: Any) -> Iterator[dict[str, Any]]:
         """Every contact matching the query parameters (see :meth:`contact_pages`)."""
@@ -105,20 +107,25 @@ class Client:
 
     # -- paging --------------------------------------------------------------------------------------------
 
-    def _pages(self, path: str, items_key: str, count_key: str, params: Mapping[str, Any]) -> Iterator[Page]:
+    def _pages(
+        self,
+        path: str,
+        items_key: str,
+        count_key: str,
+        params: Mapping[str, Any],
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Page]:
         href: str | None = path
         query: Mapping[str, Any] | None = params
         followed: set[str] = set()
         while href:
-            body = self._object(self.http.get(href, query), path)
+            body = self._object(self.http.get(href, query, cancel=cancel), path)
             items = body.get(items_key, [])
             if not isinstance(items, list):
                 raise MalformedResponse(f"The API's {path} page has no list of {items_key}.")
             next_href = _next_href(body)
             total = body.get(count_key)
-            self.http.stats.pages += 1
-            if items_key == "contacts":
-                self.http.stats.contacts += len(items)
+            self.http.stats.add(pages=1, contacts=len(items) if items_key == "contacts" else 0)
             yield Page(items, total if isinstance(total, int) else None, next_href)
             if next_href in followed:
                 raise MalformedResponse("The API sent a next link to a page already read; stopping to avoid a loop.")

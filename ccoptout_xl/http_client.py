@@ -15,11 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from .exceptions import ApiError, AuthError, BadRequest, ConfigError, MalformedResponse, QuotaExceeded
 from .retry import RetryPolicy
@@ -30,6 +31,11 @@ from .version import __version__
 log = logging.getLogger(__name__)
 
 MAX_RENEWALS = 3  # of the access token within one request
+POOL_SIZE = 16  # connections kept per host: more than the workers of a parallel read (query.MAX_WORKERS)
+
+
+class Cancelled(Exception):
+    """The caller stopped waiting for this request (another part of a parallel read failed); nothing was sent."""
 
 
 class TokenProvider(Protocol):
@@ -46,7 +52,8 @@ class TokenProvider(Protocol):
 
 @dataclass
 class CallStats:
-    """What a client has spent: HTTP calls (including retries), and what came back."""
+    """What a client has spent: HTTP calls (including retries), and what came back. Updated with :meth:`add`,
+    which several threads may call at once."""
 
     calls: int = 0
     paced_seconds: float = 0.0  # time spent waiting to stay under the rate limit
@@ -54,6 +61,13 @@ class CallStats:
     throttled: int = 0
     pages: int = 0
     contacts: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: float) -> None:
+        """Add to the named counts, as one step: ``stats.add(pages=1, contacts=500)``."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
 
 
 class RequestPacer:
@@ -80,8 +94,9 @@ class RequestPacer:
         self._clock = clock
         self._sleep = sleep
 
-    def wait(self) -> float:
-        """Block until a request may start; return how long it slept."""
+    def wait(self, cancel: threading.Event | None = None) -> float:
+        """Block until a request may start; return how long it slept. Once ``cancel`` is set, return at once
+        without taking a start (the caller then sends nothing)."""
         if not self.rate:
             return 0.0
         with self._lock:
@@ -91,9 +106,13 @@ class RequestPacer:
                 ready_at = self._starts[0] + self._window
                 if ready_at > now:
                     slept = ready_at - now
-                    self._sleep(slept)
+                    if cancel is None:
+                        self._sleep(slept)
+                    elif cancel.wait(slept):
+                        return slept
                     now = self._clock()
-            self._starts.append(now)
+            if cancel is None or not cancel.is_set():
+                self._starts.append(now)
             return slept
 
     def hold(self, seconds: float) -> None:
@@ -101,6 +120,15 @@ class RequestPacer:
         with self._lock:
             resume = self._clock() + seconds - self._window
             self._starts.extend([resume] * (self._n or 1))
+
+
+def _pooled_session() -> requests.Session:
+    """A session that keeps a connection for each worker of a parallel read (requests keeps 10 by default)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def next_quota_reset(now: dt.datetime | None = None) -> dt.datetime:
@@ -131,7 +159,7 @@ class HTTPClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.stats = CallStats()
-        self.session = session or requests.Session()
+        self.session = session or _pooled_session()
         if urlsplit(self.base_url).scheme == "http":
             # Loopback only (validated above), and it must stay so: a proxy from HTTP_PROXY would see the token.
             self.session.trust_env = False
@@ -164,15 +192,20 @@ class HTTPClient:
             raise MalformedResponse(f"The API sent a link to another host ({parts.netloc}); not following it.")
         return url
 
-    def get(self, path_or_href: str, params: Mapping[str, Any] | None = None) -> Any:
-        """GET and decode JSON, retrying what is worth retrying. Raises an :class:`ApiError` subclass."""
+    def get(
+        self, path_or_href: str, params: Mapping[str, Any] | None = None, *, cancel: threading.Event | None = None
+    ) -> Any:
+        """GET and decode JSON, retrying what is worth retrying. Raises an :class:`ApiError` subclass, or
+        :class:`Cancelled` when ``cancel`` is set before a try is sent. Several threads may call it at once."""
         url = self.url(path_or_href)
         failures = throttles = 0
         rejected: set[str] = set()  # tokens the API refused on this request: each gets one renewal
         while True:
-            self.stats.paced_seconds += self.pacer.wait()
+            self.stats.add(paced_seconds=self.pacer.wait(cancel))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
             token = self.tokens.access_token()
-            self.stats.calls += 1
+            self.stats.add(calls=1)
             try:
                 response = self.session.get(
                     url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
@@ -209,7 +242,7 @@ class HTTPClient:
                 raise self._quota_exceeded()
             if status == 429:
                 throttles += 1
-                self.stats.throttled += 1
+                self.stats.add(throttled=1)
                 # The limit is per second: wait out the window, plus a growing, jittered backoff.
                 delay = self.retry.after_throttle(throttles)
                 if delay is None:
@@ -220,7 +253,7 @@ class HTTPClient:
                     )
                 log.info("throttled by the API; waiting %.1f s", delay)
                 self.pacer.hold(delay)  # other threads sharing this client wait too
-                self.stats.retries += 1
+                self.stats.add(retries=1)
                 self.retry.sleep(delay)
                 continue
             if status >= 500:
@@ -235,7 +268,7 @@ class HTTPClient:
         if delay is None:
             raise ApiError(f"{problem}; gave up after {failures} tries. Check the connection and try again.")
         log.info("%s; retrying in %.1f s", problem, delay)
-        self.stats.retries += 1
+        self.stats.add(retries=1)
         self.retry.sleep(delay)
 
     def _decode(self, response: requests.Response) -> Any:
