@@ -58,13 +58,13 @@ def write_ours(count: int, path: str) -> None:
 def write_xlsxwriter(count: int, path: str) -> None:
     import xlsxwriter
 
-    from ccoptout_xl.columns import headers
+    from ccoptout_xl.columns import headers, report_columns
 
     names = {"list-1": "Newsletter", "list-2": "Customers"}
     book = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_formulas": False})
     sheet = book.add_worksheet("Opt-outs")
     when = book.add_format({"num_format": "yyyy-mm-dd hh:mm"})
-    header = headers()
+    header = headers(report_columns(campaigns=False))  # the report without campaigns: the same eight columns
     sheet.freeze_panes(1, 0)
     sheet.write_row(0, 0, header)
     row = 0
