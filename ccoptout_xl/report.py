@@ -5,6 +5,12 @@ per day/week/month as a table and a bar chart, the most common reasons) and **Ab
 account, when, tool version, API calls). Written with openpyxl's write-only mode, so 200,000 rows take bounded
 memory, and atomically: a failure leaves any previous file as it was.
 
+Asked for campaigns (``write_report(..., campaigns=...)``), the report also says which email each opt-out came
+through: a Campaign column in ``OptOuts``, a **By campaign** sheet (an Excel table of opt-outs per campaign, most
+first, with the row of those through none, and a bar chart of the top campaigns), and the campaigns sent in each
+period beside the Summary's per-period counts, so a spike and its email sit side by side. The counts are taken in
+the same single pass that writes the rows: the opt-outs are never all held in memory.
+
 Text from the API is always written as text: a reason such as ``=HYPERLINK("http://x","y")`` stays those
 characters and is never a formula; characters that XML cannot carry are shown as U+FFFD.
 """
@@ -17,20 +23,22 @@ import datetime as dt
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.chart import BarChart, Reference
+from openpyxl.chart.data_source import AxDataSource, StrRef
 from openpyxl.comments import Comment
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.filters import AutoFilter
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 
-from .columns import COLUMNS, DATE_TIME_FORMAT, TABLE_NAME, Column
+from .campaigns import Campaign, CampaignCount
+from .columns import DATE_TIME_FORMAT, TABLE_NAME, Column, report_columns
 from .files import abandon_zip_files, atomic_path, disk_full, temporary_space_error
 from .optouts import OptOut
 from .version import __version__
@@ -40,6 +48,13 @@ NO_REASON = "(no reason given)"
 TOP_REASONS = 10
 MAX_DISTINCT_REASONS = 10_000  # beyond this, new reasons are counted under "(other reasons)"
 EXCEL_TEXT_LIMIT = 32_767
+CAMPAIGN_TABLE = "OptOutsByCampaign"
+NO_CAMPAIGN = "(no campaign)"
+TOP_CAMPAIGNS = 10  # charted on the By campaign sheet
+NO_CAMPAIGN_MEANS = (
+    "The opt-out was not made through an email's unsubscribe link: the account removed the contact, or they left "
+    "through a form or an import, or they once left through an email, opted back in and later left another way."
+)
 
 
 @dataclass
@@ -69,6 +84,9 @@ class ReportSummary:
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     period: str = "day"
     periods: list[tuple[dt.date, int]] = field(default_factory=list)
+    by_campaign_id: collections.Counter[str | None] = field(default_factory=collections.Counter)
+    campaign_names: dict[str, str] = field(default_factory=dict)  # as the opt-outs name them, for unknown ids
+    by_campaign: list[CampaignCount] = field(default_factory=list)  # the By campaign table, when asked for
 
     def add(self, optout: OptOut, local: dt.datetime) -> None:
         self.total += 1
@@ -81,6 +99,23 @@ class ReportSummary:
             self.reasons[reason] += 1
         else:
             self.reasons["(other reasons)"] += 1
+        self.by_campaign_id[optout.campaign_id] += 1
+        if optout.campaign_id is not None and optout.campaign_name and optout.campaign_id not in self.campaign_names:
+            self.campaign_names[optout.campaign_id] = optout.campaign_name
+
+    def count_campaigns(self, campaigns: Iterable[Campaign]) -> None:
+        """The opt-outs per campaign, as :func:`~ccoptout_xl.campaigns.count_by_campaign` counts them: most first,
+        then the row of those through no campaign."""
+        known = {c.campaign_id: c for c in campaigns}
+        rows = []
+        for campaign_id, n in self.by_campaign_id.items():
+            if campaign_id is None:
+                continue
+            found = known.get(campaign_id)  # None: a campaign the summaries no longer list
+            name, sent_at = (found.name, found.sent_at) if found else (None, None)
+            rows.append(CampaignCount(campaign_id, name, sent_at, n))
+        rows.sort(key=lambda row: (-row.optouts, row.campaign_name or "", row.campaign_id or ""))
+        self.by_campaign = [*rows, CampaignCount(None, None, None, self.by_campaign_id.get(None, 0))]
 
     def bucket(self, start: dt.date | None, end: dt.date | None) -> None:
         """Group the daily counts by day, week (from Monday) or month, by the length of ``start..end``."""
@@ -106,19 +141,30 @@ def write_report(
     zone: dt.tzinfo = dt.timezone.utc,
     list_names: Mapping[str, str] | None = None,
     info: ReportInfo | None = None,
+    campaigns: Sequence[Campaign] | None = None,
 ) -> ReportSummary:
-    """Write the report for ``optouts`` (newest first, as a query returns them) to ``path``; return its summary."""
+    """Write the report for ``optouts`` (newest first, as a query returns them) to ``path``; return its summary.
+
+    ``campaigns``: the report was asked for campaigns, and these are every campaign the account's summaries list
+    (with opt-outs or not, with their send times); each opt-out's ``campaign_id``/``campaign_name`` says which one
+    it came through. None: the report without campaigns.
+    """
     info = info or ReportInfo()
     list_names = list_names or {}
     xlsx = Workbook(write_only=True)
     summary = ReportSummary()
     try:
         try:  # openpyxl stages each sheet's rows in a temporary file
-            _write_optouts(xlsx, optouts, zone, list_names, summary)
+            _write_optouts(xlsx, optouts, zone, list_names, summary, campaigns is not None)
             start, end = _covered(info, summary, zone)
             summary.bucket(*_charted(start, end, summary, dt.datetime.now(zone).date()))
-            _write_summary(xlsx, summary, start, end)
-            _write_about(xlsx, info, summary)
+            _write_summary(
+                xlsx, summary, start, end, None if campaigns is None else _sent_by_period(campaigns, summary, zone)
+            )
+            if campaigns is not None:
+                summary.count_campaigns(campaigns)
+                _write_by_campaign(xlsx, summary, zone)
+            _write_about(xlsx, info, summary, campaigns is not None)
         except Exception as exc:
             # lxml reports libxml2's failed write as SerialisationError('IO_ENOSPC'), with no errno.
             if disk_full(exc) or "ENOSPC" in str(exc):
@@ -187,24 +233,32 @@ def _discard(xlsx: Workbook) -> None:
 # -- sheets --------------------------------------------------------------------------------------------------
 
 
-def _write_optouts(xlsx: Workbook, optouts: Iterable[OptOut], zone, list_names, summary: ReportSummary) -> None:
+def _write_optouts(
+    xlsx: Workbook, optouts: Iterable[OptOut], zone, list_names, summary: ReportSummary, campaigns: bool
+) -> None:
     sheet = xlsx.create_sheet("Opt-outs")
     sheet.freeze_panes = "A2"
     _print_landscape(sheet)
     sheet.print_title_rows = "1:1"
     header = []
-    for index, column in enumerate(COLUMNS, start=1):  # the columns of the workbook's OptOuts table too
+    columns = report_columns(campaigns)
+    for index, column in enumerate(columns, start=1):  # the columns of the workbook's OptOuts table too
         sheet.column_dimensions[get_column_letter(index)].width = column.width
         header.append(_header(sheet, column.header))
         if column.comment:
             header[-1].comment = Comment(column.comment, "ccoptout-xl", width=360, height=90)
     sheet.append(header)
     for optout in optouts:
-        sheet.append([_cell(sheet, column, column.read(optout, list_names), zone) for column in COLUMNS])
+        sheet.append([_cell(sheet, column, column.read(optout, list_names), zone) for column in columns])
         summary.add(optout, optout.opt_out_date.astimezone(zone).replace(tzinfo=None))
     last_row = max(summary.total, 1) + 1  # a table needs one data row, even an empty one
-    table = Table(displayName=TABLE_NAME, ref=f"A1:{get_column_letter(len(COLUMNS))}{last_row}")
-    table.tableColumns = [TableColumn(id=i, name=column.header) for i, column in enumerate(COLUMNS, start=1)]
+    table = Table(displayName=TABLE_NAME, ref=f"A1:{get_column_letter(len(columns))}{last_row}")
+    table.tableColumns = [TableColumn(id=i, name=column.header) for i, column in enumerate(columns, start=1)]
+    _add_table(sheet, table)
+
+
+def _add_table(sheet, table: Table) -> None:
+    """Add ``table`` to a write-only ``sheet``, in the report's style."""
     table.tableStyleInfo = TableStyleInfo(name="TableStyleMedium2", showRowStripes=True)
     table.autoFilter = AutoFilter(ref=table.ref)
     with warnings.catch_warnings():  # openpyxl warns about write-only tables even when the columns are given
@@ -212,11 +266,20 @@ def _write_optouts(xlsx: Workbook, optouts: Iterable[OptOut], zone, list_names, 
         sheet.add_table(table)
 
 
-def _write_summary(xlsx: Workbook, summary: ReportSummary, start: dt.date | None, end: dt.date | None) -> None:
+def _write_summary(
+    xlsx: Workbook,
+    summary: ReportSummary,
+    start: dt.date | None,
+    end: dt.date | None,
+    sent: Mapping[dt.date, str] | None,
+) -> None:
+    """The Summary sheet; ``sent``: the campaigns sent in each period (by its first day), when asked for."""
     sheet = xlsx.create_sheet("Summary")
     _print_landscape(sheet)
     sheet.column_dimensions["A"].width = 44
     sheet.column_dimensions["B"].width = 14
+    if sent is not None:
+        sheet.column_dimensions["C"].width = 60
     rows: list[list[object]] = [
         [_title(sheet, "Opt-outs summary")],
         [],
@@ -235,6 +298,10 @@ def _write_summary(xlsx: Workbook, summary: ReportSummary, start: dt.date | None
     header_row = len(rows)  # 1-based row number of the per-period header
     period_format = "yyyy-mm" if summary.period == "month" else DAY_FORMAT
     rows += [[_day(sheet, start_day, period_format), count] for start_day, count in summary.periods]
+    if sent is not None:  # the emails beside the counts, so a spike and its email sit side by side
+        rows[header_row - 1].append(_header(sheet, "Campaigns sent"))
+        for row, (start_day, _) in zip(rows[header_row:], summary.periods, strict=True):
+            row.append(_text(sheet, sent.get(start_day, "")))
     for row in rows:
         sheet.append(row)
     if summary.periods:
@@ -247,10 +314,65 @@ def _write_summary(xlsx: Workbook, summary: ReportSummary, start: dt.date | None
         chart.width, chart.height = 24, 9
         chart.add_data(Reference(sheet, min_col=2, min_row=header_row, max_row=len(rows)), titles_from_data=True)
         chart.set_categories(Reference(sheet, min_col=1, min_row=header_row + 1, max_row=len(rows)))
-        sheet.add_chart(chart, "D3")
+        sheet.add_chart(chart, "D3" if sent is None else "E3")
 
 
-def _write_about(xlsx: Workbook, info: ReportInfo, summary: ReportSummary) -> None:
+def _sent_by_period(campaigns: Iterable[Campaign], summary: ReportSummary, zone: dt.tzinfo) -> dict[dt.date, str]:
+    """The names of the campaigns sent in each of the Summary's periods (by its first day), newest first."""
+    by_start: dict[dt.date, list[tuple[dt.datetime, str]]] = {}
+    for campaign in campaigns:
+        if campaign.sent_at is not None:
+            start = _period_start(_local_day(campaign.sent_at, zone), summary.period)
+            by_start.setdefault(start, []).append(
+                (campaign.sent_at, _campaign_label(campaign.name, campaign.campaign_id))
+            )
+    return {
+        start: ", ".join(name for _, name in sorted(sent, key=lambda pair: pair[0], reverse=True))
+        for start, sent in by_start.items()
+    }
+
+
+def _write_by_campaign(xlsx: Workbook, summary: ReportSummary, zone: dt.tzinfo) -> None:
+    """The By campaign sheet: an Excel table of the opt-outs per campaign, and a bar chart of the top campaigns."""
+    sheet = xlsx.create_sheet("By campaign")
+    sheet.freeze_panes = "A2"
+    _print_landscape(sheet)
+    for letter, width in zip("ABC", (48, 20, 12), strict=True):
+        sheet.column_dimensions[letter].width = width
+    headers = ("Campaign", "Last sent", "Opt-outs")
+    sheet.append([_header(sheet, name) for name in headers])
+    for row in summary.by_campaign:
+        if row.campaign_id is None:
+            label: WriteOnlyCell | str = NO_CAMPAIGN
+        else:
+            label = _text(sheet, _campaign_label(row.campaign_name, row.campaign_id, summary.campaign_names))
+        sent = "" if row.sent_at is None else _moment(sheet, row.sent_at, zone)
+        sheet.append([label, sent, row.optouts])
+    last_row = len(summary.by_campaign) + 1  # never empty: the row of those through no campaign is always there
+    table = Table(displayName=CAMPAIGN_TABLE, ref=f"A1:C{last_row}")
+    table.tableColumns = [TableColumn(id=i, name=name) for i, name in enumerate(headers, start=1)]
+    _add_table(sheet, table)
+    charted = min(TOP_CAMPAIGNS, len(summary.by_campaign) - 1)  # the top rows; the no-campaign row comes last
+    if charted > 0:
+        chart = BarChart()
+        chart.type = "bar"  # across: campaign names are long
+        chart.title = f"Top {charted} campaigns by opt-outs" if charted > 1 else "Opt-outs by campaign"
+        chart.x_axis.scaling.orientation = "maxMin"  # the most at the top, as in the table
+        chart.legend = None
+        chart.x_axis.delete = chart.y_axis.delete = False  # openpyxl 3.1 hides both axes in Excel otherwise
+        chart.width, chart.height = 24, max(6, 1.2 * charted)
+        chart.add_data(Reference(sheet, min_col=3, min_row=1, max_row=charted + 1), titles_from_data=True)
+        names = Reference(sheet, min_col=1, min_row=2, max_row=charted + 1)
+        chart.series[0].cat = AxDataSource(strRef=StrRef(f=str(names)))  # text categories (set_categories: numbers)
+        sheet.add_chart(chart, "E2")
+
+
+def _campaign_label(name: str | None, campaign_id: str, seen: Mapping[str, str] | None = None) -> str:
+    """A campaign as the report names it: its name, else the name its opt-outs carried, else its id."""
+    return name or (seen or {}).get(campaign_id) or f"(campaign {campaign_id})"
+
+
+def _write_about(xlsx: Workbook, info: ReportInfo, summary: ReportSummary, campaigns: bool) -> None:
     sheet = xlsx.create_sheet("About")
     sheet.column_dimensions["A"].width = 22
     sheet.column_dimensions["B"].width = 70
@@ -265,6 +387,11 @@ def _write_about(xlsx: Workbook, info: ReportInfo, summary: ReportSummary) -> No
         ("Tool", f"ccoptout-xl {__version__}"),
         ("API calls made", info.api_calls if info.api_calls is not None else "(not recorded)"),
     ]
+    if campaigns:
+        rows += [
+            ("Campaigns", "included: the Campaign column, the By campaign sheet, the campaigns sent per period"),
+            ("No campaign", NO_CAMPAIGN_MEANS),
+        ]
     sheet.append([_title(sheet, "About this report")])
     sheet.append([])
     for label, value in rows:
@@ -290,8 +417,13 @@ def _cell(sheet, column: Column, value: str | dt.datetime, zone: dt.tzinfo) -> W
     millisecond), so the cell holds the API's milliseconds; the column's format shows whole seconds."""
     if isinstance(value, str):
         return _text(sheet, value)
-    cell = WriteOnlyCell(sheet, value=value.astimezone(zone).replace(tzinfo=None))
-    cell.number_format = column.number_format or DATE_TIME_FORMAT
+    return _moment(sheet, value, zone, column.number_format or DATE_TIME_FORMAT)
+
+
+def _moment(sheet, moment: dt.datetime, zone: dt.tzinfo, number_format: str = DATE_TIME_FORMAT) -> WriteOnlyCell:
+    """An aware instant as a date-time cell in ``zone``."""
+    cell = WriteOnlyCell(sheet, value=moment.astimezone(zone).replace(tzinfo=None))
+    cell.number_format = number_format
     return cell
 
 

@@ -1,9 +1,11 @@
-"""The .xlsx report: its table, dates, text safety, summary and chart, atomic writing, the demo command."""
+"""The .xlsx report: its table, dates, text safety, summary and chart, atomic writing, the demo command; with
+campaigns, the Campaign column, the By campaign sheet and chart, and the campaigns sent per period."""
 
 from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import datetime as dt
 import functools
 import itertools
@@ -20,17 +22,18 @@ import openpyxl
 import pytest
 
 from ccoptout_xl import __version__, files
+from ccoptout_xl.campaigns import Campaign, count_by_campaign
 from ccoptout_xl.cli import main
-from ccoptout_xl.columns import headers
+from ccoptout_xl.columns import headers, report_columns
 from ccoptout_xl.exceptions import OutputError
 from ccoptout_xl.optouts import OptOut
 from ccoptout_xl.report import TABLE_NAME, ReportInfo, write_report
 from ccoptout_xl.sandbox import Sandbox
 
-from .conftest import truth
+from .conftest import ANCHOR, truth
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
-HEADERS = headers()
+HEADERS = headers(report_columns(campaigns=False))  # the report without campaigns: no Campaign column
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +337,209 @@ def test_demo_writes_the_report_and_says_where(tmp_path: Path) -> None:
     dates = [row[3] for row in rows_of(book["Opt-outs"])[1:]]
     assert dates == sorted(dates, reverse=True) and len(dates) == total > 0
     assert min(dates) >= dt.datetime.now() - dt.timedelta(days=91)
+
+
+# -- with campaigns ------------------------------------------------------------------------------------------
+
+CAMPAIGN_SINCE = ANCHOR - dt.timedelta(days=60)  # a window of 60 days: the Summary counts per day
+FORMULA_NAME = '=HYPERLINK("http://x","y")'
+DELETED_NAME = "Spring promo (deleted since)"
+
+
+def sent(days_before: float, hour: int = 0) -> dt.datetime:
+    return ANCHOR - dt.timedelta(days=days_before) + dt.timedelta(hours=hour)
+
+
+# Hand-made campaigns, as the summaries list them: names from the API that look like formulas, two sent on the same
+# local day (newest first in the Summary), one never sent (no send time) and one without opt-outs in the window.
+CAMPAIGNS = [
+    Campaign("c01", FORMULA_NAME, sent(55), ("a01",)),
+    Campaign("c02", "+1 more offer", sent(50), ("a02",)),
+    Campaign("c03", "-50% sale", sent(45), ("a03",)),
+    Campaign("c04", "@team news", sent(40), ("a04",)),
+    Campaign("c05", "Morning edition", sent(35, hour=2), ("a05",)),  # 2026-10-16 10:00 in New York
+    Campaign("c06", "Evening edition", sent(35, hour=10), ("a06",)),  # the same day, 18:00 in New York
+    *(Campaign(f"c{n:02}", f"Newsletter {n}", sent(3 * n), (f"a{n:02}",)) for n in range(7, 13)),
+    Campaign("c13", "Nobody left through this one", sent(2), ("a13",)),
+    Campaign("c14", "Draft never sent", None, ()),
+]
+# Opt-outs per campaign, in turn, most first; "gone" is a campaign deleted since (its opt-outs still name it), None
+# the opt-outs through no campaign (the account's removals are always these).
+WEIGHTS = {"c01": 12, "c02": 10, "c03": 9, "c04": 8, "c05": 7, "c06": 6, "c07": 5, "c08": 4, "c09": 3, "c10": 2}
+WEIGHTS |= {"c11": 2, "c12": 1, "gone": 3, None: 10}
+
+
+def with_campaign_fields(optouts: list[OptOut]) -> list[OptOut]:
+    """The opt-outs, each through a campaign in turn by WEIGHTS (those the account made, through none)."""
+    names = {c.campaign_id: c.name for c in CAMPAIGNS} | {"gone": DELETED_NAME}
+    turns = itertools.cycle([campaign_id for campaign_id, weight in WEIGHTS.items() for _ in range(weight)])
+    return [
+        dataclasses.replace(o, campaign_id=campaign_id, campaign_name=names.get(campaign_id))
+        if o.opt_out_source == "Contact" and (campaign_id := next(turns)) is not None
+        else o
+        for o in optouts
+    ]
+
+
+@pytest.fixture(scope="module")
+def campaign_optouts(shared_sandbox: Sandbox) -> list[OptOut]:
+    return with_campaign_fields([o for o in truth(shared_sandbox) if o.opt_out_date >= CAMPAIGN_SINCE])
+
+
+CAMPAIGN_INFO = ReportInfo(
+    query="--since 60 days --campaigns",
+    since=CAMPAIGN_SINCE,
+    until=ANCHOR,
+    generated_at=ANCHOR,
+    time_zone="America/New_York",
+)
+
+
+@pytest.fixture(scope="module")
+def campaign_report(campaign_optouts: list[OptOut], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("campaigns") / "optouts.xlsx"
+    summary = write_report(  # a generator: the report streams the opt-outs once
+        (o for o in campaign_optouts), path, zone=NEW_YORK, info=CAMPAIGN_INFO, campaigns=CAMPAIGNS
+    )
+    assert summary.total == len(campaign_optouts)
+    assert summary.by_campaign == count_by_campaign(campaign_optouts, CAMPAIGNS)
+    return path
+
+
+def test_without_campaigns_the_report_is_as_before(campaign_optouts: list[OptOut], tmp_path: Path) -> None:
+    plain = [dataclasses.replace(o, campaign_id=None, campaign_name=None) for o in campaign_optouts]
+    assert plain != campaign_optouts
+    paths = tmp_path / "plain.xlsx", tmp_path / "campaign-fields.xlsx"
+    for optouts, path in zip((plain, campaign_optouts), paths, strict=True):
+        write_report(optouts, path, zone=NEW_YORK, info=CAMPAIGN_INFO)
+    books = [openpyxl.load_workbook(path) for path in paths]
+    assert books[0].sheetnames == books[1].sheetnames == ["Opt-outs", "Summary", "About"]
+    for name in books[0].sheetnames:
+        assert rows_of(books[0][name]) == rows_of(books[1][name]), name
+    assert [c.name for c in books[1]["Opt-outs"].tables[TABLE_NAME].tableColumns] == HEADERS
+    assert "Campaign" not in HEADERS and not any("Campaigns sent" in row for row in rows_of(books[1]["Summary"]))
+
+
+def test_the_campaign_column_names_each_optouts_email(campaign_report: Path, campaign_optouts: list[OptOut]) -> None:
+    book = openpyxl.load_workbook(campaign_report)
+    assert book.sheetnames == ["Opt-outs", "Summary", "By campaign", "About"]
+    sheet = book["Opt-outs"]
+    columns = headers(report_columns(campaigns=True))
+    assert columns == [*HEADERS[:6], "Campaign", *HEADERS[6:]]
+    assert sheet.tables[TABLE_NAME].ref == f"A1:I{len(campaign_optouts) + 1}"
+    assert [c.name for c in sheet.tables[TABLE_NAME].tableColumns] == columns
+    assert [cell.value for cell in sheet[1]] == columns
+    assert "unsubscribe link" in sheet["G1"].comment.text
+    body = rows_of(sheet)[1:]
+    assert [row[8] for row in body] == [o.contact_id for o in campaign_optouts]
+    assert [row[6] for row in body] == [o.campaign_name for o in campaign_optouts]  # None: an empty cell
+    assert {row[6] for row in body} >= {FORMULA_NAME, DELETED_NAME, None}
+
+
+def by_campaign_label(row) -> str:
+    if row.campaign_id is None:
+        return "(no campaign)"
+    return row.campaign_name or DELETED_NAME  # a campaign the summaries no longer list: its opt-outs' name
+
+
+def test_the_by_campaign_sheet_counts_per_campaign_most_first(
+    campaign_report: Path, campaign_optouts: list[OptOut]
+) -> None:
+    sheet = openpyxl.load_workbook(campaign_report)["By campaign"]
+    expected = count_by_campaign(campaign_optouts, CAMPAIGNS)
+    (table,) = sheet.tables.values()
+    assert table.name == "OptOutsByCampaign" and table.ref == f"A1:C{len(expected) + 1}"
+    assert table.tableStyleInfo.name == "TableStyleMedium2"
+    assert [c.name for c in table.tableColumns] == ["Campaign", "Last sent", "Opt-outs"]
+    header, *body = rows_of(sheet)
+    assert header == ("Campaign", "Last sent", "Opt-outs")
+    assert body == [
+        (by_campaign_label(row), row.sent_at and row.sent_at.astimezone(NEW_YORK).replace(tzinfo=None), row.optouts)
+        for row in expected
+    ]
+    # Only the campaigns people left through, most first; then the row of those through none, even when not least.
+    counts = [count for _, _, count in body[:-1]]
+    assert counts == sorted(counts, reverse=True)
+    assert [label for label, _, _ in body[:2]] == [FORMULA_NAME, "+1 more offer"]
+    assert "Nobody left through this one" not in {label for label, _, _ in body}
+    assert body[-1] == ("(no campaign)", None, sum(1 for o in campaign_optouts if o.campaign_id is None))
+    assert body[-1][2] > 10  # the account's removals as well as the opt-outs without a campaign
+    assert sum(count for _, _, count in body) == len(campaign_optouts)
+    assert (DELETED_NAME, None, 3) in body  # no send time known for a campaign deleted since
+    sent_cells = [row[1] for row in sheet.iter_rows(min_row=2) if row[1].value is not None]
+    assert sent_cells and all(cell.is_date and cell.number_format == "yyyy-mm-dd hh:mm:ss" for cell in sent_cells)
+
+
+def test_the_by_campaign_chart_shows_the_top_campaigns(campaign_report: Path, campaign_optouts: list[OptOut]) -> None:
+    with zipfile.ZipFile(campaign_report) as archive:
+        charts = [archive.read(name).decode() for name in archive.namelist() if name.startswith("xl/charts/chart")]
+    (chart,) = [chart for chart in charts if "'By campaign'" in chart]
+    assert '<barChart><barDir val="bar"/>' in chart  # bars across, for long names
+    assert "<f>'By campaign'!C1</f>" in chart  # the series' title: its header
+    assert "<val><numRef><f>'By campaign'!$C$2:$C$11</f></numRef></val>" in chart  # the top 10 counts
+    assert "<cat><strRef><f>'By campaign'!$A$2:$A$11</f></strRef></cat>" in chart  # their names as categories
+    rows = rows_of(openpyxl.load_workbook(campaign_report)["By campaign"])
+    top = count_by_campaign(campaign_optouts, CAMPAIGNS)[:10]
+    assert [row[0] for row in rows[1:11]] == [by_campaign_label(row) for row in top]
+    assert all(row.campaign_id is not None for row in top)  # the no-campaign row is not charted
+
+
+def test_the_summary_names_the_campaigns_sent_in_each_period(campaign_report: Path) -> None:
+    rows = rows_of(openpyxl.load_workbook(campaign_report)["Summary"])
+    first = next(i for i, row in enumerate(rows) if row[0] == "Day")
+    assert rows[first][:3] == ("Day", "Opt-outs", "Campaigns sent")
+    periods = [row for row in rows[first + 1 :] if row and row[0] is not None]
+    assert len(periods) >= 60
+    listed = {row[0].date(): row[2] for row in periods}
+    expected: dict[dt.date, list[Campaign]] = {}
+    for campaign in CAMPAIGNS:
+        if campaign.sent_at is not None:
+            expected.setdefault(campaign.sent_at.astimezone(NEW_YORK).date(), []).append(campaign)
+    assert set(expected) <= set(listed)
+    for day, names in listed.items():
+        sent_that_day = sorted(expected.get(day, []), key=lambda c: c.sent_at, reverse=True)
+        assert names == (", ".join(c.name for c in sent_that_day) or None), day
+    assert listed[dt.date(2026, 10, 16)] == "Evening edition, Morning edition"  # newest first
+    assert "Draft never sent" not in str(listed)  # never sent: in no period
+    other = summary_tables(rows)  # the other tables keep their two columns
+    assert set(other) == {"Source", "Most common reasons", "Day"}
+
+
+def test_campaign_names_that_look_like_formulas_stay_text(campaign_report: Path) -> None:
+    book = openpyxl.load_workbook(campaign_report)
+    formula_like = ("=", "+", "-", "@")
+    cells = [row[6] for row in book["Opt-outs"].iter_rows(min_row=2)]
+    cells += [row[0] for row in book["By campaign"].iter_rows(min_row=2)]
+    cells += [row[2] for row in book["Summary"].iter_rows() if len(row) > 2]
+    seen = [cell for cell in cells if isinstance(cell.value, str) and cell.value.startswith(formula_like)]
+    assert {cell.value for cell in seen} >= {FORMULA_NAME, "+1 more offer", "-50% sale", "@team news"}
+    assert all(cell.data_type == "s" for cell in seen)
+    assert any(cell.value == FORMULA_NAME for cell in cells[-len(book["Summary"]["C"]) :])  # in the Summary too
+    with zipfile.ZipFile(campaign_report) as archive:
+        for name in archive.namelist():
+            if name.startswith("xl/worksheets/"):
+                assert b"<f>" not in archive.read(name)  # no formula anywhere
+
+
+def test_the_about_sheet_says_what_no_campaign_means(campaign_report: Path) -> None:
+    about = {row[0]: row[1] for row in rows_of(openpyxl.load_workbook(campaign_report)["About"]) if row and row[1]}
+    assert "By campaign" in about["Campaigns"]
+    meaning = about["No campaign"]
+    assert "unsubscribe link" in meaning and "account removed" in meaning
+    assert all(word in meaning for word in ("form", "import", "opted back in"))
+
+
+def test_an_empty_report_with_campaigns(tmp_path: Path) -> None:
+    path = tmp_path / "empty.xlsx"
+    summary = write_report([], path, campaigns=[])
+    book = openpyxl.load_workbook(path)
+    assert book.sheetnames == ["Opt-outs", "Summary", "By campaign", "About"]
+    assert book["Opt-outs"].tables[TABLE_NAME].ref == "A1:I2"
+    assert rows_of(book["By campaign"])[1:] == [("(no campaign)", None, 0)]
+    assert book["By campaign"].tables["OptOutsByCampaign"].ref == "A1:C2"
+    assert summary.by_campaign == count_by_campaign([], [])
+    with zipfile.ZipFile(path) as archive:
+        assert not [name for name in archive.namelist() if name.startswith("xl/charts/")]  # nothing to chart
 
 
 SOFFICE = shutil.which("soffice") or shutil.which("libreoffice")
