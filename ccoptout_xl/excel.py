@@ -1,7 +1,8 @@
 """The Excel front end: worksheet functions (xlwings UDFs) and the ribbon's entry points (VBA ``RunPython``).
 
 Worksheet functions read the local opt-out store only, so they never wait on the network and cost no API call;
-Refresh syncs the store and fills the ``OptOuts`` table. Both are thin: the work is in :mod:`ccoptout_xl.store`.
+Refresh syncs the store (and its campaign reports, when the sign-in allows them) and fills the ``OptOuts`` table.
+Both are thin: the work is in :mod:`ccoptout_xl.store`.
 Names of sheets and named cells live here, the table's name and columns in :mod:`ccoptout_xl.columns`; the
 workbook build uses the same ones.
 """
@@ -24,18 +25,23 @@ from .columns import COLUMNS, FUNCTION_COLUMNS, TABLE_NAME, headers
 from .dates import parse_when
 from .exceptions import CcOptOutError, UsageError
 from .formats import neutralise
-from .service import MAX_LATEST, OptOut, OptOutQuery
+from .service import MAX_LATEST, CampaignCount, OptOut, OptOutQuery
 
 log = logging.getLogger(__name__)
 OPTOUTS_SHEET = "Opt-outs"
 SETTINGS_SHEET = "Settings"
 TABLE = TABLE_NAME
 TABLE_HEADER = headers()  # the report's columns, in its order (ccoptout_xl.columns)
-FUNCTION_HEADER = headers(FUNCTION_COLUMNS)  # the same, without what needs the API (list names)
+FUNCTION_HEADER = headers(FUNCTION_COLUMNS)  # the same, without what needs the API (campaign and list names)
+CAMPAIGN_HEADER = ["Campaign", "Last sent", "Opt-outs"]  # what OPTOUTS_BY_CAMPAIGN spills
+NO_CAMPAIGN = "(no campaign)"  # its row of the opt-outs that came through no email
 # Named cells of the Settings sheet: the query (inputs) and what the last refresh did (outputs).
 SINCE, UNTIL, LIMIT, INCLUDE_DELETED, FULL_SYNC = "Since", "Until", "Limit", "IncludeDeleted", "FullSync"
 LAST_REFRESHED, ROW_COUNT, STATUS = "LastRefreshed", "RowCount", "Status"
 NO_DATA = "No opt-out data yet: click Refresh on the Opt-outs tab"
+NO_CAMPAIGN_DATA = (
+    "No campaign data yet: Refresh with a sign-in that allows campaign reports (Opt-outs tab > Sign in, then Refresh)"
+)
 PROGRESS_PREFIX = "Opt-outs Refresh"  # what the status bar shows while Refresh works
 EXCEL_EPOCH = dt.datetime(1899, 12, 30)  # serial 0 of the 1900 date system (which counts a 29 Feb 1900)
 LAST_SERIAL = 2_958_465  # 31 December 9999
@@ -86,6 +92,14 @@ def OPTOUTS_COUNT(since: Any, until_date: Any = None) -> Any:
 
 
 @xw.func(category=FUNCTION_CATEGORY)
+@xw.arg("since", err_to_str=True, doc=ARGUMENT_HELP["since"])
+@xw.arg("until_date", err_to_str=True, doc=ARGUMENT_HELP["until_date"])
+def OPTOUTS_BY_CAMPAIGN(since: Any, until_date: Any = None) -> Any:
+    """Opt-outs per campaign from since to until_date (exclusive), most first, as of the last Refresh."""
+    return _answer(lambda store: _campaign_rows(store, _query(since, until_date, None, False, since_required=True)))
+
+
+@xw.func(category=FUNCTION_CATEGORY)
 def OPTOUTS_SYNCED_AT() -> Any:
     """When Refresh last synced the opt-out data, in this computer's time zone."""
     return _answer(lambda store: _local(store.last_sync_at) or NO_DATA)
@@ -103,6 +117,33 @@ def _answer(compute: Callable[[Any], Any]) -> Any:
 def _rows(store: Any, query: OptOutQuery) -> list[list[Any]]:
     rows = [_function_row(o) for o in store.query(query)]
     return [FUNCTION_HEADER, *rows] if rows else [FUNCTION_HEADER, ["(none)"] + [""] * (len(FUNCTION_HEADER) - 1)]
+
+
+def _campaign_rows(store: Any, query: OptOutQuery) -> list[list[Any]] | str:
+    """OPTOUTS_BY_CAMPAIGN's rows: a header, each campaign (most first), then the opt-outs through none. Counted
+    like OPTOUTS_COUNT (deleted contacts left out), so the rows add up to it. Before campaign reports were ever
+    synced (a sign-in without them), or when they do not reach back to ``since``, a message says so: every opt-out
+    would otherwise land in the row without a campaign."""
+    counts: list[CampaignCount] = store.campaign_counts(query)
+    if not any(row.campaign_id is not None for row in counts) and not store.campaigns():
+        return NO_CAMPAIGN_DATA
+    if not store.campaigns_cover(query.since):
+        start = _local(query.since)
+        return (
+            f"The campaign data does not reach back to {start:%Y-%m-%d}: set Since on the Settings sheet to that "
+            "date or earlier (or blank), then Refresh"
+        )
+    return [CAMPAIGN_HEADER, *(_campaign_row(row) for row in counts)]
+
+
+def _campaign_row(row: CampaignCount) -> list[Any]:
+    # The name as it is: what a function returns is a value, never read as a formula (as the Reason of
+    # OPTOUTS_SINCE; an apostrophe prefix would show). The last send as a local date-time, as the other dates.
+    if row.campaign_id is None:
+        name = NO_CAMPAIGN
+    else:
+        name = row.campaign_name or f"(campaign {row.campaign_id})"  # a name the API no longer gives
+    return [name, _local(row.sent_at) or "", row.optouts]
 
 
 def _function_row(optout: OptOut) -> list[Any]:
@@ -195,10 +236,12 @@ def refresh(book: Any = None) -> None:
     """Ribbon "Refresh": sync the store, then fill the OptOuts table with what the Settings sheet asks for.
 
     The sync never waits on the weekly backstop full sync unless the store is new or "Full sync" is set on the
-    Settings sheet: the status cell says when one is due, and what the sync did. The rows go in one bulk write. If
-    anything fails, the table keeps its rows and the status cell says what went wrong and what to do. While it
-    works, Excel's status bar shows how far it got (Excel is blocked meanwhile); afterwards Excel has its own status
-    bar back, also after a failure.
+    Settings sheet: the status cell says when one is due, and what the sync did. The Campaign column is filled
+    when the sign-in allows campaign reports (they are synced down to Since); otherwise it stays empty and the
+    status cell says so and what to do (sign in again). The rows go in one bulk write. If anything fails, the
+    table keeps its rows and the status cell says what went wrong and what to do. While it works, Excel's status
+    bar shows how far it got (Excel is blocked meanwhile); afterwards Excel has its own status bar back, also after
+    a failure.
     """
     book = book or xw.Book.caller()
     with _reporting(book, "Refresh"), _status_bar(book) as show:
@@ -214,7 +257,9 @@ def refresh(book: Any = None) -> None:
                 show(progress_text(fetched, total, client.stats.pages))
 
             policy = service.StorePolicy(refresh=True, backstop=False, full=_flag(_optional_setting(book, FULL_SYNC)))
-            answer = service.get_optouts(client, query, policy, list_names=True, on_progress=progress)
+            answer = service.get_optouts(
+                client, query, policy, list_names=True, campaigns=service.CAMPAIGNS_IF_ALLOWED, on_progress=progress
+            )
         try:
             rows = [table_row(o, answer.list_names) for o in answer]  # list ids where names could not be read
         finally:
@@ -381,4 +426,4 @@ def _optional_setting(book: Any, name: str) -> Any:
 
 def udf_names() -> Iterable[str]:
     """The worksheet functions this module offers (for the workbook build and its tests)."""
-    return ("OPTOUTS_SINCE", "OPTOUTS_LATEST", "OPTOUTS_COUNT", "OPTOUTS_SYNCED_AT")
+    return ("OPTOUTS_SINCE", "OPTOUTS_LATEST", "OPTOUTS_COUNT", "OPTOUTS_BY_CAMPAIGN", "OPTOUTS_SYNCED_AT")

@@ -7,6 +7,7 @@ import ast
 import datetime as dt
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from ccoptout_xl.optouts import OptOut
 from ccoptout_xl.report import write_report
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
 
-from .conftest import ANCHOR, sandbox_as_api, truth
-from .test_excel import FakeBook
+from .conftest import ANCHOR, sandbox_as_api
+from .test_excel import FakeBook, sign_in_with_campaigns, truth_campaigns, truth_with_campaigns
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKBOOK = ROOT / "workbook" / "OptOuts.xlsm"
@@ -32,9 +33,10 @@ EXCEL_EPOCH = dt.datetime(1899, 12, 30)
 
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """A sandbox that Refresh reads with a sign-in that allows campaign reports, so the Campaign column is filled."""
     spec = AccountSpec(contacts=400, seed=5, unsubscribed_share=0.3, anchor=ANCHOR)
     with sandbox_as_api(spec, monkeypatch, tmp_path / "cache") as sb:
-        yield sb
+        yield sign_in_with_campaigns(sb, monkeypatch)
 
 
 def table_of(path: Path, sheet_name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -54,9 +56,10 @@ def table_of(path: Path, sheet_name: str) -> tuple[list[str], list[tuple[Any, ..
 
 
 def write_the_report(sandbox: Sandbox, folder: Path) -> Path:
+    """The report asked for campaigns (the workbook's table always has the Campaign column), of the ground truth."""
     names = {item["list_id"]: item["name"] for item in sandbox.account.lists()}
     path = folder / "report.xlsx"
-    write_report(truth(sandbox), path, zone=LOCAL, list_names=names)
+    write_report(truth_with_campaigns(sandbox), path, zone=LOCAL, list_names=names, campaigns=truth_campaigns(sandbox))
     return path
 
 
@@ -102,6 +105,7 @@ def test_refresh_fills_each_column_with_what_the_report_shows_under_that_header(
         assert all(value == neutralise(shown(value)) for value in ours if isinstance(value, str))  # never a formula
     reasons = [row[workbook_header.index("Reason")] for row in refreshed]
     assert any(reason.startswith("'=") for reason in reasons)  # the account has formula-like reasons
+    assert len({row[workbook_header.index("Campaign")] for row in refreshed}) > 5  # filled, and compared above
 
 
 def test_worksheet_functions_spill_the_table_columns_they_can_give_in_the_same_order(sandbox: Sandbox) -> None:
@@ -123,11 +127,12 @@ def test_worksheet_functions_spill_the_table_columns_they_can_give_in_the_same_o
 
 def test_the_schema_states_the_order_and_what_worksheet_functions_leave_out() -> None:
     assert columns.headers() == [
-        "Email", "First name", "Last name", "Opted out", "Source", "Reason", "Lists", "Contact ID"
+        "Email", "First name", "Last name", "Opted out", "Source", "Reason", "Campaign", "Lists", "Contact ID"
     ]  # fmt: skip
     assert [c.header for c in columns.COLUMNS if c.number_format] == ["Opted out"]
     left_out = [c for c in columns.COLUMNS if c not in columns.FUNCTION_COLUMNS]
-    assert [c.header for c in left_out] == ["Lists"] and all(c.not_in_functions for c in left_out)
+    assert [c.header for c in left_out] == ["Campaign", "Lists"] and all(c.not_in_functions for c in left_out)
+    assert excel.FUNCTION_HEADER == ["Email", "First name", "Last name", "Opted out", "Source", "Reason", "Contact ID"]
     assert list(columns.FUNCTION_COLUMNS) == [c for c in columns.COLUMNS if not c.not_in_functions]
     assert excel.TABLE == columns.TABLE_NAME == "OptOuts"
 
@@ -143,10 +148,14 @@ def test_each_column_reads_its_value_from_the_record() -> None:
         "Opted out": moment,  # the aware instant, milliseconds and all: each front end shows it in its zone
         "Source": "Contact",
         "Reason": "",
+        "Campaign": "",  # through no campaign (or not asked for)
         "Lists": "l-1, News",  # an id where the name is unknown
         "Contact ID": "c-1",
     }
-    assert [c.value(optout) for c in columns.COLUMNS][6] == "l-1, l-2"  # no names: the ids
+    assert [c.value(optout) for c in columns.COLUMNS][7] == "l-1, l-2"  # no names: the ids
+    through = replace(optout, campaign_id="k-1", campaign_name="-30% on everything")
+    assert columns.CAMPAIGN.value(through) == "-30% on everything"  # as it is: each front end neutralises it
+    assert excel.table_row(through)[excel.TABLE_HEADER.index("Campaign")] == "'-30% on everything"
 
 
 def column_formats(path: Path, sheet_name: str) -> list[tuple[float, str | None]]:

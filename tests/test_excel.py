@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dateutil import tz as dateutil_tz
 
-from ccoptout_xl import excel
+from ccoptout_xl import excel, service
+from ccoptout_xl.campaigns import Campaign
+from ccoptout_xl.optouts import OptOut
 from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
+from ccoptout_xl.sandbox.oauth import SCOPES
 from ccoptout_xl.service import get_optouts
 from ccoptout_xl.store import OptOutStore
 
@@ -29,6 +34,23 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox
         yield sb
 
 
+def sign_in_with_campaigns(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    """Refresh signed in to ``sandbox`` with a token that allows campaign reports (its own token does not).
+
+    Refresh's client is not paced: reading every campaign's report takes hundreds of calls, minutes at the real
+    API's 4 a second (the sandbox has no rate limit here)."""
+    monkeypatch.setenv("CCOPTOUT_ACCESS_TOKEN", sandbox.oauth.access_token(SCOPES))
+    connect = service.connect
+    monkeypatch.setattr(service, "connect", lambda **http: connect(**({"rate": None} | http)))
+    return sandbox
+
+
+@pytest.fixture
+def campaign_sign_in(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    """The sandbox, with Refresh signed in with a token that allows campaign reports."""
+    return sign_in_with_campaigns(sandbox, monkeypatch)
+
+
 @pytest.fixture
 def synced(sandbox: Sandbox) -> Sandbox:
     """The local store filled from the sandbox, as a Refresh would leave it."""
@@ -38,6 +60,46 @@ def synced(sandbox: Sandbox) -> Sandbox:
 
 def local(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(LOCAL).replace(tzinfo=None)
+
+
+def truth_campaigns(sandbox: Sandbox) -> list[Campaign]:
+    """Every campaign of the sandbox's ground truth, as the core describes one (sending activities only)."""
+    return [
+        Campaign(
+            fact.campaign_id,
+            fact.name,
+            fact.last_sent,
+            tuple(a.campaign_activity_id for a in fact.activities if a.role in ("primary_email", "resend")),
+        )
+        for fact in sandbox.account.campaigns()
+    ]
+
+
+def truth_with_campaigns(sandbox: Sandbox, *, include_deleted: bool = False) -> list[OptOut]:
+    """The ground truth's opt-outs, newest first, each with the campaign it came through (its attribution truth)."""
+    by_activity = {activity: c for c in truth_campaigns(sandbox) for activity in c.activity_ids}
+    through = sandbox.account.campaign_truth()
+    found = []
+    for optout in truth(sandbox, include_deleted=include_deleted):
+        activity = through[optout.contact_id]
+        campaign = by_activity[activity] if activity is not None else None
+        if campaign is not None:
+            optout = replace(optout, campaign_id=campaign.campaign_id, campaign_name=campaign.name)
+        found.append(optout)
+    return found
+
+
+def expected_campaign_rows(sandbox: Sandbox, since: dt.datetime, until: dt.datetime | None = None) -> list[list[Any]]:
+    """What OPTOUTS_BY_CAMPAIGN spills for a window, counted from the ground truth: most first, then by name."""
+    window = [
+        o for o in truth_with_campaigns(sandbox) if since <= o.opt_out_date and (not until or o.opt_out_date < until)
+    ]
+    tally = Counter(o.campaign_id for o in window)
+    campaigns = {c.campaign_id: c for c in truth_campaigns(sandbox)}
+    rows = [(campaigns[key].name, key, campaigns[key].sent_at, n) for key, n in tally.items() if key is not None]
+    rows.sort(key=lambda row: (-row[3], row[0], row[1]))
+    spilled = [[name, local(sent_at) if sent_at else "", n] for name, _, sent_at, n in rows]
+    return [excel.CAMPAIGN_HEADER, *spilled, [excel.NO_CAMPAIGN, "", tally[None]]]
 
 
 def expected_rows(sandbox: Sandbox, since: dt.datetime, until: dt.datetime | None = None) -> list[list[Any]]:
@@ -62,6 +124,7 @@ def expected_rows(sandbox: Sandbox, since: dt.datetime, until: dt.datetime | Non
 def test_no_data_yet_says_what_to_do(sandbox: Sandbox) -> None:
     assert excel.OPTOUTS_SINCE(dt.datetime(2026, 5, 1)) == excel.NO_DATA
     assert excel.OPTOUTS_SYNCED_AT() == excel.NO_DATA
+    assert excel.OPTOUTS_BY_CAMPAIGN(dt.datetime(2026, 5, 1)) == excel.NO_DATA
     assert sandbox.requests == []  # a worksheet function never calls the API
 
 
@@ -134,6 +197,15 @@ def test_an_empty_answer_still_has_its_header(synced: Sandbox) -> None:
         (lambda: excel.OPTOUTS_LATEST("many"), "n: 'many' is not a number"),
         (lambda: excel.OPTOUTS_LATEST(False), "n: give a whole number"),
         (lambda: excel.OPTOUTS_COUNT(None), "since: a date is needed"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN(None), "since: a date is needed"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN(" "), "since: a date is needed"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN(False), "since: FALSE is not a date"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN("soon"), "Cannot read the since 'soon'"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN("#N/A"), "Cannot read the since '#N/A'"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN(0.0), "since: 0 is not a date serial number"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN("2026-05-01", "#VALUE!"), "Cannot read the until_date '#VALUE!'"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN("2026-05-01", 1e9), "until_date: 1e+09 is not a date serial number"),
+        (lambda: excel.OPTOUTS_BY_CAMPAIGN("2026-05-01", "2026-05-01"), "must be before the until date"),
     ],
 )
 def test_bad_arguments_are_one_line_in_the_cell(synced: Sandbox, call, message: str) -> None:
@@ -191,7 +263,7 @@ class FakeRange:
 class FakeTable:
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
-        self.ref = ((1, 1), (2, 8))
+        self.ref = ((1, 1), (2, len(excel.TABLE_HEADER)))
 
     @property
     def header_row_range(self) -> FakeRange:
@@ -452,3 +524,121 @@ def test_a_workbook_from_before_full_sync_still_refreshes(sandbox: Sandbox) -> N
     del book.names[excel.FULL_SYNC]  # built by an earlier version
     excel.refresh(book)
     assert book.value(excel.STATUS).startswith("OK: ")
+
+
+# -- campaigns: the Campaign column and OPTOUTS_BY_CAMPAIGN -----------------------------------------------------
+
+
+def campaign_requests(sandbox: Sandbox) -> list[str]:
+    return [r.path for r in sandbox.requests if r.path.startswith(("/v3/reports", "/v3/emails"))]
+
+
+def test_refresh_fills_the_campaign_column_when_the_sign_in_allows_it(campaign_sign_in: Sandbox) -> None:
+    sandbox = campaign_sign_in
+    book = FakeBook(Since="2026-01-01")
+    excel.refresh(book)
+    status = book.value(excel.STATUS)
+    assert status.startswith("OK:") and "Note:" not in status, status
+    names = {item["list_id"]: item["name"] for item in sandbox.account.lists()}
+    since = dt.datetime(2026, 1, 1, tzinfo=LOCAL)
+    expected = [excel.table_row(o, names) for o in truth_with_campaigns(sandbox) if o.opt_out_date >= since]
+    rows = book.sheets[excel.OPTOUTS_SHEET].rows()
+    assert rows == expected
+    campaigns = [row[excel.TABLE_HEADER.index("Campaign")] for row in rows]
+    assert len({c for c in campaigns if c}) > 5 and "" in campaigns  # many campaigns, and opt-outs through none
+    assert campaign_requests(sandbox)  # the campaign reports were read
+
+
+def test_refresh_fills_the_campaign_column_of_new_opt_outs_never_as_a_formula(campaign_sign_in: Sandbox) -> None:
+    sandbox = campaign_sign_in
+    book = FakeBook()
+    excel.refresh(book)
+    # Two people leave now through emails whose names a spreadsheet would run as formulas ("-30%", "@home").
+    campaigns = {c.name: c for c in truth_campaigns(sandbox) if c.sent_at is not None}
+    tricky = [campaigns["-30% on everything"], campaigns["@home: winter essentials"]]
+    through = {}
+    for campaign in tricky:
+        (contact_id,) = sandbox.account.opt_out(1, campaign_activity_id=campaign.activity_ids[0])
+        through[contact_id] = campaign.name
+    excel.refresh(book)
+    assert book.value(excel.STATUS).startswith("OK:")
+    rows = book.sheets[excel.OPTOUTS_SHEET].rows()
+    column = excel.TABLE_HEADER.index("Campaign"), excel.TABLE_HEADER.index("Contact ID")
+    written = {row[column[1]]: row[column[0]] for row in rows}
+    prefixed = {contact_id: "'" + name for contact_id, name in through.items()}  # a prefix Excel does not show
+    assert {contact_id: written[contact_id] for contact_id in through} == prefixed
+    names = {item["list_id"]: item["name"] for item in sandbox.account.lists()}
+    assert rows == [excel.table_row(o, names) for o in truth_with_campaigns(sandbox)]
+    # The function returns values, which Excel never runs: the names as they are, no prefix to show.
+    spilled = excel.OPTOUTS_BY_CAMPAIGN(dt.datetime.now() - dt.timedelta(days=1))
+    by_name = sorted(through.values())  # one each: by name
+    assert spilled[1:] == [
+        *([name, local(campaigns[name].sent_at), 1] for name in by_name),
+        [excel.NO_CAMPAIGN, "", 0],
+    ]
+
+
+def test_refresh_without_campaign_permission_leaves_the_column_empty_and_says_what_to_do(sandbox: Sandbox) -> None:
+    book = FakeBook(Since="2026-01-01")  # the sandbox's own token: a sign-in from before campaign reports
+    excel.refresh(book)
+    status = book.value(excel.STATUS)
+    assert status.startswith("OK:") and "\n" not in status
+    assert "Note: The sign-in does not allow campaign reports" in status and "sign in again" in status
+    rows = book.sheets[excel.OPTOUTS_SHEET].rows()
+    names = {item["list_id"]: item["name"] for item in sandbox.account.lists()}
+    since = dt.datetime(2026, 1, 1, tzinfo=LOCAL)
+    assert rows == [excel.table_row(o, names) for o in truth(sandbox) if o.opt_out_date >= since] and rows
+    assert {row[excel.TABLE_HEADER.index("Campaign")] for row in rows} == {""}
+    assert excel.OPTOUTS_BY_CAMPAIGN("2026-01-01") == excel.NO_CAMPAIGN_DATA
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (dt.datetime(2026, 5, 1), None),
+        (dt.datetime(2026, 8, 1), dt.datetime(2026, 10, 1)),
+        (dt.datetime(1990, 1, 1), None),
+    ],
+)
+def test_by_campaign_counts_what_the_ground_truth_counts(
+    campaign_sign_in: Sandbox, since: dt.datetime, until: dt.datetime | None
+) -> None:
+    sandbox = campaign_sign_in
+    excel.refresh(FakeBook())  # every opt-out, and the campaign reports down to the first
+    sandbox.reset_log()
+    spilled = excel.OPTOUTS_BY_CAMPAIGN(since, until)
+    assert sandbox.requests == []  # from the local store only
+    start = since.replace(tzinfo=LOCAL).astimezone(dt.timezone.utc)
+    end = until and until.replace(tzinfo=LOCAL).astimezone(dt.timezone.utc)
+    assert spilled == expected_campaign_rows(sandbox, start, end)
+    assert spilled[0] == ["Campaign", "Last sent", "Opt-outs"] and spilled[-1][0] == "(no campaign)"
+    assert len(spilled) > 4 and all(isinstance(row[1], dt.datetime) for row in spilled[1:-1])
+    assert sum(row[2] for row in spilled[1:]) == excel.OPTOUTS_COUNT(since, until)  # every opt-out once
+    assert excel.OPTOUTS_BY_CAMPAIGN(since.strftime("%Y-%m-%d"), until) == spilled  # text dates too
+
+
+def test_by_campaign_in_a_window_without_opt_outs_is_the_row_of_none(campaign_sign_in: Sandbox) -> None:
+    excel.refresh(FakeBook())
+    assert excel.OPTOUTS_BY_CAMPAIGN("2099-01-01") == [excel.CAMPAIGN_HEADER, [excel.NO_CAMPAIGN, "", 0]]
+
+
+def test_by_campaign_before_campaign_data_says_what_to_do(synced: Sandbox) -> None:
+    # A store synced without campaigns (the command line's fetch, or a sign-in without the permission).
+    answer = excel.OPTOUTS_BY_CAMPAIGN("2026-05-01")
+    assert answer == excel.NO_CAMPAIGN_DATA
+    assert answer.startswith("No campaign data yet: Refresh with a sign-in that allows campaign reports")
+
+
+def test_by_campaign_says_when_the_campaign_data_does_not_reach_back_to_since(campaign_sign_in: Sandbox) -> None:
+    book = FakeBook(Since="2026-09-01")  # the campaign reports are read down to the Settings sheet's Since
+    excel.refresh(book)
+    answer = excel.OPTOUTS_BY_CAMPAIGN("2026-05-01")
+    assert isinstance(answer, str) and answer.startswith("The campaign data does not reach back to 2026-05-01")
+    assert "Settings" in answer and "\n" not in answer
+    since = dt.datetime(2026, 9, 15)
+    start = since.replace(tzinfo=LOCAL).astimezone(dt.timezone.utc)
+    assert excel.OPTOUTS_BY_CAMPAIGN(since) == expected_campaign_rows(campaign_sign_in, start)
+    book.names[excel.SINCE].refers_to_range.value = None
+    excel.refresh(book)  # blank: all of them
+    start = dt.datetime(2026, 5, 1, tzinfo=LOCAL).astimezone(dt.timezone.utc)
+    assert excel.OPTOUTS_BY_CAMPAIGN("2026-05-01") == expected_campaign_rows(campaign_sign_in, start)

@@ -15,7 +15,7 @@ import pytest
 import xmlschema
 from oletools.olevba import VBA_Parser
 
-from ccoptout_xl import excel
+from ccoptout_xl import columns, excel
 from ccoptout_xl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,14 @@ def test_udf_wrappers_declare_each_function_with_its_arguments(modules: dict[str
     assert "Application.Volatile" not in wrappers  # recalculated when inputs change, not on every edit
 
 
+def test_the_campaign_function_has_its_wrapper(modules: dict[str, str]) -> None:
+    wrappers = modules["xlwings_udfs"]
+    assert re.search(r"^Function OPTOUTS_BY_CAMPAIGN\(since, Optional until_date\)\r?$", wrappers, re.MULTILINE)
+    body = wrappers[wrappers.index("Function OPTOUTS_BY_CAMPAIGN(") :]
+    body = body[: body.index("End Function")]
+    assert 'XLPy.CallUDF("ccoptout_xl.excel", "OPTOUTS_BY_CAMPAIGN", Array(since, until_date)' in body
+
+
 def vba_strings(text: str) -> list[str]:
     """The string literals in a piece of VBA, decoded ("" is one quote)."""
     return [literal.replace('""', '"') for literal in re.findall(r'"((?:[^"]|"")*)"', text)]
@@ -133,6 +141,9 @@ def test_insert_function_help_is_set_on_open_from_the_python_texts(modules: dict
         parameters = inspect.signature(function).parameters
         assert description == function.__doc__ and category == excel.FUNCTION_CATEGORY == "Opt-outs", name
         assert arguments == [excel.ARGUMENT_HELP[parameter] for parameter in parameters], name
+    description, category, arguments = described["OPTOUTS_BY_CAMPAIGN"]
+    assert description.startswith("Opt-outs per campaign from since to until_date (exclusive)")
+    assert category == "Opt-outs" and arguments == [excel.ARGUMENT_HELP["since"], excel.ARGUMENT_HELP["until_date"]]
     # The workbook's own functions, even with another workbook active; an apostrophe in its name doubled.
     assert 'book = "\'" & Replace(ThisWorkbook.Name, "\'", "\'\'") & "\'!"' in help_module
 
@@ -191,8 +202,12 @@ def test_openpyxl_finds_the_table_named_cells_and_settings() -> None:
         assert book.sheetnames == [excel.OPTOUTS_SHEET, "xlwings.conf", excel.SETTINGS_SHEET, "How to use"]
         sheet = book[excel.OPTOUTS_SHEET]
         table = sheet.tables[excel.TABLE]
-        assert table.ref == "A1:H2"
-        assert [cell.value for cell in sheet[1]] == excel.TABLE_HEADER
+        assert table.ref == "A1:I2"  # one empty row, Refresh resizes it
+        assert [cell.value for cell in sheet[1]] == excel.TABLE_HEADER == columns.headers()
+        assert excel.TABLE_HEADER == [
+            "Email", "First name", "Last name", "Opted out", "Source", "Reason", "Campaign", "Lists", "Contact ID"
+        ]  # fmt: skip
+        assert [column.name for column in table.tableColumns] == excel.TABLE_HEADER
         for name in (excel.SINCE, excel.UNTIL, excel.LIMIT, excel.INCLUDE_DELETED, excel.FULL_SYNC,
                      excel.LAST_REFRESHED, excel.ROW_COUNT, excel.STATUS):  # fmt: skip
             destinations = list(book.defined_names[name].destinations)
