@@ -1,13 +1,21 @@
-"""Opt-out queries (since, until, both, latest N) in the fewest API calls.
+"""Opt-out queries (since, until, both, latest N) in the fewest API calls, long reads at the rate limit.
 
 How (see ``shared/cc-api/README.md``, "Reading opt-outs"):
 
 * Date filters go to the server as ``optout_after``/``optout_before`` and are checked again here, so results
   are right whether the server's bounds are inclusive or not. Windows sent to the server are padded by
   :data:`PAD` on both sides for the same reason. Locally ``since`` is inclusive and ``until`` exclusive.
-* **Latest N** never scans the whole account: it asks for the whole range once (one page, with
-  ``include_count``) and, if that range is large, walks ``optout_after`` windows back from the newest end,
-  sizing each window from the density seen so far, until N opt-outs are found or the range is exhausted.
+* Every query starts with the first page of its whole range, with ``include_count``: the number of opt-outs
+  in the range, and a sample of their dates (the API's order has nothing to do with opt-out dates).
+* **A long read** (every opt-out of a range of many pages) is cut into opt-out-date windows whose cursors are
+  followed at once (:mod:`.parallel`), through the client's one pacer, so that pages that take a second still
+  make 4 calls a second. The windows are cut at the sample's quantiles (or at a ``split_hint``'s), and as many
+  are in flight as the first call's latency says keep the rate busy. Windows overlap only by their padding,
+  and the collection deduplicates: the result is the one a sequential read gives.
+* **Latest N** never scans the whole account: windows walk back from the newest end, each placed to hold what is
+  still missing (:mod:`.spread`: the counts seen so far, spread by the samples; the density of the windows read),
+  one found too wide by its first page's count is narrowed from that page, a denser sample of it, and one too
+  narrow is read and followed by the next, older one; until N opt-outs are found or the range is exhausted.
 * A server that answers 400 to the opt-out filters still gets correct results, by scanning every unsubscribed
   contact and filtering here, after one notice.
 * Results are deduplicated by contact id and read newest first (:class:`~ccoptout_xl.optouts.OptOutSet`).
@@ -15,27 +23,37 @@ How (see ``shared/cc-api/README.md``, "Reading opt-outs"):
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 import logging
 import math
-from collections.abc import Callable, Generator, Iterator
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .client import MAX_PAGE_SIZE, Client, Page
 from .exceptions import BadRequest, UsageError
 from .optouts import OptOut
+from .parallel import ParallelPages
+from .spread import Spread
 from .table import OptOutSet
 
 log = logging.getLogger(__name__)
 
 PAD = dt.timedelta(seconds=1)
-FIRST_WINDOW = dt.timedelta(days=7)
-SHORTEST_WINDOW = dt.timedelta(minutes=1)
 MAX_LATEST = 10_000_000  # more than any account holds; beyond it --latest is a typo
 # Constant Contact started in 1995: a window reaching back past this is the last one (and is left open).
 EARLIEST_OPT_OUT = dt.datetime(1995, 1, 1, tzinfo=dt.timezone.utc)
+
+MAX_WORKERS = 12  # windows in flight at most
+PARALLEL_FROM = 8  # pages: a shorter read is not worth the windows' partial last pages
+WINDOW_PAGES = 4  # the fewest pages a window of a long read is cut to hold
+SHORTEST_WINDOW = dt.timedelta(minutes=1)  # cut evenly in time, a window is never narrower than this
+HEADROOM = 1.5  # windows in flight, per request the rate allows during one call's latency
+DEFAULT_RATE = 4.0  # requests/second an unpaced client is sized for: the API's limit
 
 Progress = Callable[[int, "int | None"], None]
 Notice = Callable[[str], None]
@@ -131,6 +149,9 @@ class OptOutFiltersUnsupported(Exception):
     """The server answered 400 to ``optout_after``/``optout_before`` but accepts the same query without them."""
 
 
+Bounds = tuple[dt.datetime | None, dt.datetime | None]  # a window [after, before); None: no bound
+
+
 def from_api(
     client: Client,
     query: OptOutQuery,
@@ -138,9 +159,21 @@ def from_api(
     now: dt.datetime | None = None,
     on_progress: Progress | None = None,
     on_notice: Notice | None = None,
+    split_hint: Sequence[dt.datetime] | None = None,
+    workers: int | None = None,
 ) -> QueryResult:
-    """Run ``query`` against the API and return its opt-outs, newest first."""
-    return _Search(client, query, now, on_progress, on_notice).run()
+    """Run ``query`` against the API and return its opt-outs, newest first.
+
+    A long read follows several windows at once: ``workers`` is how many at most (None: as many as keep the rate
+    limit busy at the first call's latency; 1: one page after another). ``split_hint``, opt-out dates of an
+    earlier read (a few hundred, any order), says where its windows are cut; by default the first page's dates.
+    """
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be 1 or more, not {workers}.")
+    search = _Search(client, query, now, on_progress, on_notice)
+    search.workers = workers
+    search.split_hint = sorted(d.astimezone(dt.timezone.utc) for d in split_hint) if split_hint else None
+    return search.run()
 
 
 class _Search:
@@ -157,9 +190,12 @@ class _Search:
         self.now = now or dt.datetime.now(dt.timezone.utc)
         self.on_progress = on_progress
         self.on_notice = on_notice if on_notice is not None else log.warning
+        self.workers: int | None = None
+        self.split_hint: list[dt.datetime] | None = None
         self.found = OptOutSet()
         self.fetched = 0  # contacts read, for progress
         self.seen: set[str] | None = None  # contact ids read, while walking windows
+        self.counts_trusted = True  # False once a count showed it leaves out the opt-out filters
         self.calls_before = client.http.stats.calls
 
     def run(self) -> QueryResult:
@@ -167,18 +203,22 @@ class _Search:
         full_scan = False
         try:
             if self.query.latest is None:
-                self._collect(self._pages(self.query.since, self.query.until), total_hint=True)
+                self._read_range()
             else:
                 self._walk_back(self.query.latest)
         except OptOutFiltersUnsupported:
             notices.append(FALLBACK_NOTICE)
             self.on_notice(FALLBACK_NOTICE)
             full_scan = True
-            self.found.close()
-            self.found, self.fetched, self.seen = OptOutSet(), 0, None
+            self._restart()
             self._collect(self._pages(None, None), total_hint=True)
         calls = self.client.stats.calls - self.calls_before
         return QueryResult(self.query, self.found, calls, full_scan, notices)
+
+    def _restart(self) -> None:
+        """Forget what was collected (not what it cost)."""
+        self.found.close()
+        self.found, self.fetched, self.seen = OptOutSet(), 0, None
 
     # -- fetching ------------------------------------------------------------------------------------------
 
@@ -196,10 +236,12 @@ class _Search:
             params["optout_before"] = before + PAD
         return params
 
-    def _pages(self, after: dt.datetime | None, before: dt.datetime | None) -> Generator[Page, None, None]:
+    def _pages(
+        self, after: dt.datetime | None, before: dt.datetime | None, cancel: threading.Event | None = None
+    ) -> Generator[Page, None, None]:
         """Pages of the opt-outs the server holds in ``[after, before)`` (padded)."""
         params = self._params(after, before)
-        pages = self.client.contact_pages(**params)
+        pages = self.client.contact_pages(cancel=cancel, **params)
         try:
             first = next(pages, None)
         except BadRequest:
@@ -207,7 +249,7 @@ class _Search:
                 raise
             # Same question without the opt-out filters: if that is accepted, the server lacks them.
             probe = self._params(None, None) | {"limit": 1, "include_count": False}
-            next(self.client.contact_pages(**probe), None)
+            next(self.client.contact_pages(cancel=cancel, **probe), None)
             raise OptOutFiltersUnsupported from None
         if first is not None:
             yield first
@@ -233,6 +275,63 @@ class _Search:
         if self.on_progress:
             self.on_progress(self.fetched, total)
 
+    def _calls(self) -> int:
+        return self.client.stats.calls
+
+    # -- every opt-out of the range ------------------------------------------------------------------------
+
+    def _read_range(self) -> None:
+        """Every opt-out of the query's range: its first page, then the rest in windows at once when that pays."""
+        since, until = self.query.since, self.query.until
+        pages = self._pages(since, until)
+        started = time.monotonic()
+        first = next(pages, None)
+        if first is None:
+            return
+        plan = self._plan(first, latency=time.monotonic() - started)
+        if plan is None:
+            self._collect(itertools.chain([first], pages), total_hint=True)
+            return
+        pages.close()
+        try:
+            with ParallelPages(plan.windows, self._window, workers=plan.workers, split=plan.split) as windows:
+                for page in windows:
+                    self._add(page, first.total)
+        except OptOutFiltersUnsupported:
+            if since is not None or until is not None:
+                raise
+            # The windows' filters, not the query's: such a server is read one page after another, as before.
+            self._restart()
+            self._collect(self._pages(None, None), total_hint=True)
+
+    def _window(self, bounds: Bounds, cancel: threading.Event) -> Generator[Page, None, None]:
+        return self._pages(*bounds, cancel)
+
+    def _plan(self, first: Page, latency: float) -> _Plan | None:
+        """How to read the rest of the range in windows at once, or None when one page after another is as good."""
+        total = first.total
+        if total is None or first.next_href is None:
+            return None
+        pages = math.ceil(total / MAX_PAGE_SIZE)
+        rate = self.client.http.pacer.rate or DEFAULT_RATE
+        workers = self.workers or min(MAX_WORKERS, math.ceil(rate * latency * HEADROOM))
+        parts = min(2 * workers, pages // WINDOW_PAGES)
+        if workers < 2 or parts < 2 or pages < PARALLEL_FROM:
+            return None
+        since, until = self.query.since, self.query.until
+        dates = [d for d in self.split_hint if _within(d, since, until)] if self.split_hint else None
+        dates = dates or _dates(first.items, since, until)
+        if not dates:
+            return None
+        span = (dates[0], max(dates[-1], self.now))  # where opt-outs were seen, for the ends left open
+        windows = _windows(dates, parts, (since, until), pages, span)
+        if len(windows) < 2:
+            return None
+        log.debug("%d pages in %d windows, %d at once (first call: %.2f s)", pages, len(windows), workers, latency)
+        # A window longer than this would still be read when the others are done: it is cut again.
+        longest = max(2.0 * WINDOW_PAGES, 0.75 * pages / (rate * max(latency, 1e-3)))
+        return _Plan(windows, workers, total, pages / parts, longest, span)
+
     # -- latest N ------------------------------------------------------------------------------------------
 
     def _walk_back(self, wanted: int) -> None:
@@ -249,60 +348,191 @@ class _Search:
             return
         pages.close()
         # The first page is a sample of the range, not its newest part: start afresh from the newest end.
-        self.found.close()
-        self.found, self.seen = OptOutSet(), set()
-
+        spread = self._spread(first)
+        self._restart()
+        self.seen = set()
         started = self._calls()
-        upper = until  # None: the newest end stays open, whatever this computer's clock says
-        span = FIRST_WINDOW
-        skipped: tuple[dt.datetime, int] | None = None  # a window given up as too wide: its lower end, its size
-        may_narrow = True
+        upper, above = until, 0.0  # the window's newest end (None: open), and the opt-outs counted above it
+        read_whole: tuple[dt.timedelta, int] | None = None  # the time and contacts of the windows read whole
+        narrowed: dt.datetime | None = None  # the older end of a window narrowed from the last one's first page
         while True:
             if read_all is not None and self._calls() - started >= read_all:
                 # The search has cost as much as reading everything would: read what is left, and stop.
                 self._collect(self._pages(since, upper))
                 return
-            lower = self._lower_end(upper, span)
+            need = wanted - len(self.found)
+            budget = math.ceil(wanted / MAX_PAGE_SIZE) + 2 - (self._calls() - started + 1)  # calls left for the target
+            lower: dt.datetime | None = narrowed
+            if lower is None:
+                lower = self._bound(self._place(spread, upper, above, _aim(need, budget), read_whole))
             window = self._pages(lower, upper)
             head = next(window, None)
-            count = 0
-            if head is not None:
-                need = wanted - len(self.found)
-                if may_narrow and lower is not None and span > SHORTEST_WINDOW and self._too_wide(head.total, need):
-                    # Far more than needed: try the newest part only, as if the window were evenly spread...
+            count = self._count(head, (lower, upper), total)
+            narrowed = None
+            if head is not None and count is not None:
+                spread.counted(lower or spread.bottom, above + count)
+                spread.sampled(_dates(head.items, lower, upper), lower, upper)
+                narrowed = self._narrower(spread, count, need, above, (lower, upper), budget - 1)
+                if narrowed is not None:
                     window.close()
-                    skipped, may_narrow = (lower, head.total or 0), False
-                    span = max(SHORTEST_WINDOW, span * (need * 1.2 / (head.total or 1)))
-                    continue
-                count = self._collect(itertools.chain([head], window))
+                    continue  # the same newest end, the older one placed again with what this page showed
+            read = self._collect(itertools.chain([head], window)) if head is not None else 0
             if len(self.found) >= wanted or lower is None or lower == since:
                 return
             if total is not None and len(self.seen) >= total:
                 return  # every opt-out in the range has been read (one arriving meanwhile may be missed)
-            if skipped is not None:
-                # ...and if that was not enough, the rest of the window given up comes next, whole, not guessed
-                # again: its size is known, and a burst inside it would make any guess thrash.
-                span, skipped, may_narrow = lower - skipped[0], None, False
-            else:
-                growth = 8.0 if count == 0 else (wanted - len(self.found)) * 1.25 / count
-                span, may_narrow = span * min(16.0, max(1.0, growth)), True
-            upper = lower
+            span = (upper or spread.top) - lower
+            if span >= SHORTEST_WINDOW:  # a burst's own second says nothing of the density around it
+                before = read_whole or (dt.timedelta(0), 0)
+                read_whole = (before[0] + span, before[1] + read)
+            upper, above = lower, above + count if count is not None else spread.above(lower)
 
-    def _lower_end(self, upper: dt.datetime | None, span: dt.timedelta) -> dt.datetime | None:
-        """The older end of the window of ``span`` below ``upper``: ``since``, or None (everything older)."""
-        top = upper or self.now
+    def _spread(self, first: Page) -> Spread:
+        """The range's opt-outs in time, as its first page shows them."""
+        dates = _dates(first.items, self.query.since, self.query.until)
+        top = self.query.until or max([self.now, *dates[-1:]]) + PAD
+        bottom = self.query.since or min([EARLIEST_OPT_OUT, *dates[:1]])
+        spread = Spread(top, bottom, first.total or len(first.items))
+        spread.sampled(dates, None, None)
+        return spread
+
+    def _place(
+        self, spread: Spread, upper: dt.datetime | None, above: float, aim: float, read: tuple[dt.timedelta, int] | None
+    ) -> dt.datetime:
+        """The older end of the next window, to hold about ``aim`` opt-outs below ``upper``. Where a count below is
+        known, the samples spread it. Elsewhere the samples may favour some dates, so a second estimate is made:
+        the density of the windows ``read`` whole so far (their time, their contacts; after empty ones the search
+        grows geometrically), or for the first window an even spread. The narrower of the two is taken (a window
+        too wide wastes its first page; one too narrow is read, not wasted), but it reaches at least the newest
+        sampled date, where an opt-out is known to be."""
+        placed = spread.lower_end(above + aim, upper)
+        newest = upper or spread.top
+        if spread.counted_below(newest):
+            return placed
+        if read is None:
+            other = spread.evenly(above + aim)
+        else:
+            span, contacts = read
+            reach = span * (8.0 if contacts == 0 else min(16.0, aim / contacts))
+            other = newest - reach if reach < newest - spread.bottom else spread.bottom
+        known = spread.newest_sampled(newest)  # a window that reaches it is not empty
+        return max(placed, other) if known is None else max(placed, min(other, known))
+
+    def _bound(self, lower: dt.datetime) -> dt.datetime | None:
+        """A window's older end as sent: the query's own when the window reaches it (None: no bound)."""
         since = self.query.since
         if since is not None:
-            return since if top - since <= span else top - span
-        return None if top - EARLIEST_OPT_OUT <= span else top - span
+            return max(lower, since)
+        return None if lower <= EARLIEST_OPT_OUT else lower
 
-    def _calls(self) -> int:
-        return self.client.stats.calls
+    def _count(self, head: Page | None, bounds: Bounds, total: int | None) -> int | None:
+        """The number of opt-outs in a window, from its first page, unless counts cannot be trusted: a window
+        narrower than the range counted as large as the range is a count that leaves out the opt-out filters."""
+        if head is None:
+            return 0
+        count = head.total
+        whole = bounds == (self.query.since, self.query.until)
+        if count is not None and total is not None and count >= total and not whole:
+            self.counts_trusted = False
+        return count if self.counts_trusted and count is not None and count >= len(head.items) else None
 
     @staticmethod
-    def _too_wide(window_total: int | None, need: int) -> bool:
-        """Whether reading a window of ``window_total`` would cost more than narrowing it to ``need``."""
-        if window_total is None or window_total <= MAX_PAGE_SIZE:
-            return False
-        pages_left = math.ceil(window_total / MAX_PAGE_SIZE) - 1
-        return pages_left > math.ceil(need * 1.2 / MAX_PAGE_SIZE)
+    def _narrower(
+        spread: Spread, count: int, need: int, above: float, bounds: Bounds, budget: int
+    ) -> dt.datetime | None:
+        """The older end of a narrower window, placed with what the first page showed, if it costs fewer calls than
+        the rest of this one."""
+        lower, upper = bounds
+        if count <= MAX_PAGE_SIZE or count < need:
+            return None
+        narrower = spread.lower_end(above + _aim(need, budget), upper)
+        if lower is not None and narrower <= lower:
+            return None
+        expected = spread.above(narrower) - above
+        return narrower if math.ceil(expected / MAX_PAGE_SIZE) < math.ceil(count / MAX_PAGE_SIZE) - 1 else None
+
+
+@dataclass
+class _Plan:
+    """How a long read is cut: its windows (with their estimated pages), how many are read at once, and when a
+    window whose first page shows it too long is cut again."""
+
+    windows: list[tuple[Bounds, float]]
+    workers: int
+    total: int  # contacts in the whole range
+    part: float  # pages a window is meant to hold
+    longest: float  # pages a window may hold and still end with the others
+    span: tuple[dt.datetime, dt.datetime]  # the oldest and newest opt-out dates seen
+    splits: int = 0  # windows cut again so far: each cost a first page read for nothing
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def split(self, bounds: Bounds, head: Page) -> list[tuple[Bounds, float]] | None:
+        """Smaller windows to read instead of ``bounds``, cut at its first page's dates, if it is too long."""
+        count = head.total
+        # A window counted as large as the whole range: a count that leaves out the opt-out filters. Not cut.
+        if count is None or count >= self.total or head.next_href is None:
+            return None
+        pages = math.ceil(count / MAX_PAGE_SIZE)
+        if pages <= self.longest:
+            return None
+        windows = _windows(_dates(head.items, *bounds), math.ceil(pages / self.part), bounds, pages, self.span)
+        if len(windows) < 2:
+            return None
+        with self.lock:  # (called by the workers)
+            if self.splits >= self.workers:
+                return None  # a few first pages spent for nothing at most, whatever the dates
+            self.splits += 1
+        return windows
+
+
+def _aim(need: int, budget: int) -> float:
+    """How many opt-outs to place a window to hold, to find ``need`` more in ``budget`` calls: the middle
+    (geometrically) of what it may hold, from ``need`` to the ``budget``'s pages (the fewest pages once the budget
+    is spent)."""
+    most = MAX_PAGE_SIZE * max(budget, math.ceil(need / MAX_PAGE_SIZE))
+    return math.sqrt(max(need, 1) * most) if most > need else need * 1.05
+
+
+def _within(date: dt.datetime, since: dt.datetime | None, until: dt.datetime | None) -> bool:
+    return (since is None or date >= since) and (until is None or date < until)
+
+
+def _dates(contacts: list[dict[str, Any]], after: dt.datetime | None, before: dt.datetime | None) -> list[dt.datetime]:
+    """The sorted opt-out dates of ``contacts`` in ``[after, before)``."""
+    found = (OptOut.from_contact(contact) for contact in contacts)
+    return sorted(o.opt_out_date for o in found if o is not None and _within(o.opt_out_date, after, before))
+
+
+def _windows(
+    dates: Sequence[dt.datetime], parts: int, bounds: Bounds, pages: float, span: tuple[dt.datetime, dt.datetime]
+) -> list[tuple[Bounds, float]]:
+    """``bounds`` cut into up to ``parts`` windows of similar numbers of sorted ``dates``, each with its share of
+    ``pages``. Every cut is halfway between two different dates: a burst of opt-outs in one second stays whole,
+    and is not read twice through the windows' padding. Dates all of one second (a page of one burst) cannot be
+    cut: then the windows are of equal time, from the oldest to the newest date of ``span`` where a bound is open."""
+    between = [i for i in range(1, len(dates)) if dates[i] > dates[i - 1]]  # a cut may go just before dates[i]
+    cuts: list[int] = []
+    for part in range(1, parts):
+        target = len(dates) * part / parts
+        at = bisect.bisect_left(between, target)
+        near = between[max(0, at - 1) : at + 1]
+        if near:
+            best = min(near, key=lambda i: abs(i - target))
+            if not cuts or best > cuts[-1]:
+                cuts.append(best)
+    if not cuts:
+        return _even_windows(parts, bounds, pages, span)
+    instants = [dates[i - 1] + (dates[i] - dates[i - 1]) / 2 for i in cuts]
+    edges = [bounds[0], *instants, bounds[1]]
+    shares = [b - a for a, b in zip([0, *cuts], [*cuts, len(dates)], strict=True)]
+    return [((edges[n], edges[n + 1]), pages * share / len(dates)) for n, share in enumerate(shares)]
+
+
+def _even_windows(
+    parts: int, bounds: Bounds, pages: float, span: tuple[dt.datetime, dt.datetime]
+) -> list[tuple[Bounds, float]]:
+    low, high = bounds[0] or span[0], bounds[1] or span[1]
+    if parts < 2 or high - low < parts * SHORTEST_WINDOW:
+        return [(bounds, pages)]
+    edges = [bounds[0], *(low + (high - low) * n / parts for n in range(1, parts)), bounds[1]]
+    return [((edges[n], edges[n + 1]), pages / parts) for n in range(parts)]

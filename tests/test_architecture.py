@@ -16,7 +16,7 @@ LAYERS = {
     "use cases": ("service",),
     "store and report": ("store", "report", "workbook"),
     "count reconciliation": ("reconcile",),
-    "queries": ("query",),
+    "queries": ("query", "parallel", "spread"),
     "API client and sign-in": ("client", "auth", "signin", "credentials", "config"),
     "transport": ("http_client",),
     "leaves": (

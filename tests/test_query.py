@@ -118,6 +118,38 @@ def test_optouts_newer_than_this_computers_clock_are_not_missed(large_sandbox: S
     assert ids(result) == ids(truth(large_sandbox)[:5])
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        AccountSpec(contacts=40_000, seed=8, recent_share=0.002, anchor=ANCHOR),
+        AccountSpec(contacts=40_000, seed=3, recent_share=0.0, anchor=ANCHOR),
+        AccountSpec(contacts=20_000, seed=6, unsubscribed_share=0.4, bulk_removal=1_500, anchor=ANCHOR),
+        AccountSpec(contacts=60_000, seed=970, unsubscribed_share=0.05, recent_share=0.05, anchor=ANCHOR),
+    ],
+    ids=["a quiet last month", "no opt-out for a month", "1,500 removed in one second", "a busy last month"],
+)
+def test_latest_n_is_exact_on_accounts_of_several_shapes(spec: AccountSpec) -> None:
+    with Sandbox(spec, rate_limit=None, daily_quota=None) as sandbox:
+        everything = truth(sandbox)
+        for wanted in (1, 100, 500, 1_000, 5_000):
+            result = run(sandbox, OptOutQuery(latest=wanted))
+            assert [(o.contact_id, o.opt_out_date) for o in result] == [
+                (o.contact_id, o.opt_out_date) for o in everything[:wanted]
+            ]
+            assert result.calls <= 1.5 * math.ceil(wanted / 500) + 3, (wanted, result.calls)
+
+
+def test_latest_n_on_a_clustered_account_takes_few_calls() -> None:
+    # 40,000 opt-outs, 70% within hours of a campaign, few in the last month: the newest 500 took 12 calls before.
+    spec = AccountSpec(contacts=200_000, seed=4, recent_share=0.002, anchor=ANCHOR)
+    with Sandbox(spec, rate_limit=None, daily_quota=None) as sandbox:
+        everything = sandbox.account.optouts_truth(include_deleted=False)
+        for wanted, most in ((1, 3), (100, 3), (500, 3), (1_000, 6), (5_000, 14)):
+            result = run(sandbox, OptOutQuery(latest=wanted))
+            assert ids(result) == ids(everything[:wanted])
+            assert result.calls <= most, (wanted, result.calls)
+
+
 def test_fallback_when_the_walk_meets_a_server_without_optout_filters(large_sandbox: Sandbox) -> None:
     notices: list[str] = []
     large_sandbox.optout_filters = False
