@@ -139,7 +139,7 @@ class SignedInTokens:
         from .signin import TOKEN_ENDPOINT_INTERVAL, oauth_session, reaching, sign_in_error, within_rate_limit
 
         self._keep_to_one_call_a_second(TOKEN_ENDPOINT_INTERVAL)
-        session = oauth_session(self.app, timeout=self.timeout)
+        session = oauth_session(self.app, timeout=self.timeout, ask_scopes=False)
         try:
             with reaching(self.app):
                 body = within_rate_limit(

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from .exceptions import MalformedResponse
+from .exceptions import ApiError, MalformedResponse
 from .http_client import CallStats, HTTPClient, TokenProvider
 
 MAX_PAGE_SIZE = 500  # the contract's maximum `limit` for GET /contacts
@@ -104,6 +105,34 @@ class Client:
     def account_summary(self) -> dict[str, Any]:
         """``GET /account/summary``: the account's organisation name, time zone and owner."""
         return self._object(self.http.get("account/summary"), "account summary")
+
+    # -- campaigns (the campaign_data scope) --------------------------------------------------------------
+
+    def campaign_summaries(self) -> Iterator[dict[str, Any]]:
+        """The summaries report of the last (at most) 500 campaigns, newest send first (``GET
+        /reports/summary_reports/email_campaign_summaries``; https://developer.constantcontact.com/api_guide/
+        email_bulk_campaign_summary_report.html)."""
+        path = "reports/summary_reports/email_campaign_summaries"
+        for page in self._pages(path, "bulk_email_campaign_summaries", "", {"limit": "500"}):
+            yield from (item for item in page.items if isinstance(item, dict))
+
+    def email_campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        """``GET /emails/{campaign_id}``: a campaign's name, status and activities; None if the API has no such
+        campaign (https://developer.constantcontact.com/api_guide/email_campaign_get.html)."""
+        try:
+            body = self.http.get(f"emails/{quote(campaign_id, safe='')}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._object(body, "campaign")
+
+    def activity_optouts(self, campaign_activity_id: str) -> Iterator[Page]:
+        """Pages of an email activity's opt-outs report, newest first (``GET /reports/email_reports/
+        {campaign_activity_id}/tracking/optouts``; https://developer.constantcontact.com/api_guide/
+        email_summary_optouts_report.html)."""
+        path = f"reports/email_reports/{quote(campaign_activity_id, safe='')}/tracking/optouts"
+        return self._pages(path, "tracking_activities", "", {"limit": "500"})
 
     # -- paging --------------------------------------------------------------------------------------------
 

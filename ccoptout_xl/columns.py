@@ -12,7 +12,9 @@ instant as a serial number; worksheet functions return the values as they are. T
 formula in any of them.
 
 Worksheet functions never call the network, so they leave out the columns whose value needs an API call (list
-names: :attr:`Column.not_in_functions` says so); they show the others, in the same order (:data:`FUNCTION_COLUMNS`).
+names, campaign names: :attr:`Column.not_in_functions` says so); they show the others, in the same order
+(:data:`FUNCTION_COLUMNS`). The report shows the Campaign column only when asked for campaigns
+(:func:`report_columns`); the workbook's table always has it (Refresh fills it when the sign-in allows).
 
 A leaf module: it imports only the opt-out record and the standard library.
 """
@@ -56,8 +58,18 @@ def _lists(optout: OptOut, list_names: ListNames) -> str:
     return ", ".join(list_names.get(list_id) or list_id for list_id in optout.list_ids)
 
 
+CAMPAIGN = Column(
+    "Campaign",
+    32,
+    lambda o, _: o.campaign_name or "",
+    comment="The email whose unsubscribe link the person used; empty: none (the account removed them, a form, "
+    "an import, or an older opt-out they reversed).",
+    not_in_functions="campaign names need the campaign reports; =OPTOUTS_BY_CAMPAIGN counts by campaign",
+)
+
 # Who (email, name), then what happened (when, how, in their words), then the lists and the contact's key: the
-# order of the report since its first version, and of the README; the workbook now has it too.
+# order of the report since its first version, and of the README; the workbook now has it too. The campaign (which
+# email) follows the person's words.
 COLUMNS: tuple[Column, ...] = (
     Column("Email", 36, lambda o, _: o.email),
     Column("First name", 16, lambda o, _: o.first_name),
@@ -65,10 +77,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("Opted out", 18, lambda o, _: o.opt_out_date, number_format=DATE_TIME_FORMAT),
     Column("Source", 10, lambda o, _: o.opt_out_source, comment=SOURCE_COMMENT),
     Column("Reason", 50, lambda o, _: o.opt_out_reason or ""),
+    CAMPAIGN,
     Column("Lists", 30, _lists, not_in_functions="list names need an API call, which worksheet functions never make"),
     Column("Contact ID", 38, lambda o, _: o.contact_id),
 )
 FUNCTION_COLUMNS: tuple[Column, ...] = tuple(column for column in COLUMNS if not column.not_in_functions)
+
+
+def report_columns(campaigns: bool) -> tuple[Column, ...]:
+    """The report's columns: the table's, without Campaign unless the report was asked for campaigns."""
+    return COLUMNS if campaigns else tuple(column for column in COLUMNS if column is not CAMPAIGN)
 
 
 def headers(columns: Iterable[Column] = COLUMNS) -> list[str]:

@@ -32,7 +32,7 @@ from .text import quoted
 
 DEFAULT_AUTH_URL = "https://authz.constantcontact.com/oauth2/default/v1"
 DEFAULT_REDIRECT_URI = "http://localhost:8765/callback"
-SCOPES = ("contact_data", "offline_access", "account_read")
+SCOPES = ("contact_data", "offline_access", "account_read", "campaign_data")  # campaign_data: campaign reports
 
 
 def config_file() -> Path:

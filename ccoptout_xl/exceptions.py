@@ -50,6 +50,10 @@ class AuthError(ApiError):
     exit_code = 4
 
 
+class CampaignsNotAllowed(AuthError):
+    """The sign-in lacks the campaign_data permission that campaign reports need (a sign-in from before them)."""
+
+
 class SignInFailed(AuthError):
     """Signing in did not complete: refused in the browser, the code expired, the app is misconfigured."""
 

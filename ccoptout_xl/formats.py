@@ -13,7 +13,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO
+from typing import IO, Protocol
 
 from .history import Change
 from .optouts import OptOut
@@ -29,6 +29,27 @@ FIELDS = (
     "opt_out_reason",
 )
 CHANGE_FIELDS = ("contact_id", "email", "event", "opt_out_date", "detected_at")
+CAMPAIGN_FIELDS = ("campaign_id", "campaign_name")
+CAMPAIGN_COUNT_FIELDS = ("campaign_id", "campaign_name", "sent_at", "optouts")
+NO_CAMPAIGN = "(no campaign)"
+
+
+class CampaignCount(Protocol):
+    """A window's opt-outs through one campaign (:class:`ccoptout_xl.campaigns.CampaignCount`)."""
+
+    @property
+    def campaign_id(self) -> str | None: ...
+
+    @property
+    def campaign_name(self) -> str | None: ...
+
+    @property
+    def sent_at(self) -> dt.datetime | None: ...
+
+    @property
+    def optouts(self) -> int: ...
+
+
 FORMATS = ("table", "csv", "json")
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _INVISIBLE = " \n\u00a0\u200b\u200c\u200d\u2060\ufeff"
@@ -62,11 +83,47 @@ def neutralise(text: str) -> str:
     return "'" + text if text.lstrip(_INVISIBLE).startswith(FORMULA_TRIGGERS) else text
 
 
-def write_optouts(optouts: Iterable[OptOut], out: IO[str], fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
-    """Write ``optouts`` to ``out`` in ``fmt`` (``table``, ``csv`` or ``json``); return how many rows."""
+def write_optouts(
+    optouts: Iterable[OptOut], out: IO[str], fmt: str, zone: dt.tzinfo, *, raw: bool = False, campaigns: bool = False
+) -> int:
+    """Write ``optouts`` to ``out`` in ``fmt`` (``table``, ``csv`` or ``json``); return how many rows. With
+    ``campaigns`` each row also has the campaign it came through (``campaign_id``, ``campaign_name``: null when
+    none)."""
     if fmt == "table":
-        return _write_table(map(_optout_cells(zone), optouts), _TABLE_COLUMNS, out, "opt-out")
-    return write_records((as_record(o, zone) for o in optouts), FIELDS, out, fmt, raw=raw)
+        columns = (*_TABLE_COLUMNS, ("Campaign", 30)) if campaigns else _TABLE_COLUMNS
+        return _write_table(map(_optout_cells(zone, campaigns), optouts), columns, out, "opt-out")
+    fields = (*FIELDS, *CAMPAIGN_FIELDS) if campaigns else FIELDS
+    records = (
+        as_record(o, zone) | ({"campaign_id": o.campaign_id, "campaign_name": o.campaign_name} if campaigns else {})
+        for o in optouts
+    )
+    return write_records(records, fields, out, fmt, raw=raw)
+
+
+def write_campaign_counts(
+    rows: Iterable[CampaignCount], out: IO[str], fmt: str, zone: dt.tzinfo, *, raw: bool = False
+) -> int:
+    """Write opt-outs per campaign (``ccoptout-xl campaigns``) to ``out`` in ``fmt``; return how many rows."""
+    if fmt == "table":
+        cells = (
+            (
+                r.campaign_name or NO_CAMPAIGN if r.campaign_id else NO_CAMPAIGN,
+                _when(r.sent_at, zone) if r.sent_at else "",
+                f"{r.optouts:,}",
+            )
+            for r in rows
+        )
+        return _write_table(cells, _CAMPAIGN_COLUMNS, out, "campaign row")
+    records = (
+        {
+            "campaign_id": r.campaign_id,
+            "campaign_name": r.campaign_name,
+            "sent_at": instant(r.sent_at, zone) if r.sent_at else None,
+            "optouts": r.optouts,
+        }
+        for r in rows
+    )
+    return write_records(records, CAMPAIGN_COUNT_FIELDS, out, fmt, raw=raw)
 
 
 def write_changes(changes: Iterable[Change], out: IO[str], fmt: str, zone: dt.tzinfo, *, raw: bool = False) -> int:
@@ -87,14 +144,14 @@ def write_changes(changes: Iterable[Change], out: IO[str], fmt: str, zone: dt.tz
 
 
 def write_records(
-    records: Iterable[Mapping[str, str | None]], fields: tuple[str, ...], out: IO[str], fmt: str, *, raw: bool = False
+    records: Iterable[Mapping[str, object]], fields: tuple[str, ...], out: IO[str], fmt: str, *, raw: bool = False
 ) -> int:
     """Write ``records`` (with keys ``fields``) as JSON or CSV; return how many."""
     writer = {"csv": _write_csv, "json": _write_json}[fmt]
     return writer(records, fields, out, raw)
 
 
-def _write_json(records: Iterable[Mapping[str, str | None]], fields: tuple[str, ...], out: IO[str], raw: bool) -> int:
+def _write_json(records: Iterable[Mapping[str, object]], fields: tuple[str, ...], out: IO[str], raw: bool) -> int:
     # A stream that is not UTF-8 (a Windows console redirect in cp1252) gets \u escapes: still exactly the data.
     ascii_only = not writes_utf8(out)
     count = 0
@@ -107,7 +164,7 @@ def _write_json(records: Iterable[Mapping[str, str | None]], fields: tuple[str, 
     return count
 
 
-def _write_csv(records: Iterable[Mapping[str, str | None]], fields: tuple[str, ...], out: IO[str], raw: bool) -> int:
+def _write_csv(records: Iterable[Mapping[str, object]], fields: tuple[str, ...], out: IO[str], raw: bool) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(fields)
     count = 0
@@ -120,14 +177,16 @@ def _write_csv(records: Iterable[Mapping[str, str | None]], fields: tuple[str, .
 
 _TABLE_COLUMNS = (("Opted out", 25), ("Email", 34), ("Name", 24), ("Source", 7), ("Reason", 40))
 _CHANGE_COLUMNS = (("Detected", 25), ("Event", 13), ("Email", 34), ("Opted out", 25))
+_CAMPAIGN_COLUMNS = (("Campaign", 44), ("Last sent", 25), ("Opt-outs", 9))
 _EVENT_WORDS = {"opted_out": "opted out", "resubscribed": "re-subscribed", "deleted": "deleted"}
 
 
-def _optout_cells(zone: dt.tzinfo) -> Callable[[OptOut], tuple[str, ...]]:
+def _optout_cells(zone: dt.tzinfo, campaigns: bool = False) -> Callable[[OptOut], tuple[str, ...]]:
     def cells(o: OptOut) -> tuple[str, ...]:
         name = f"{o.first_name} {o.last_name}".strip()
         deleted = " (deleted)" if o.deleted else ""
-        return _when(o.opt_out_date, zone), o.email + deleted, name, o.opt_out_source, o.opt_out_reason or ""
+        row = (_when(o.opt_out_date, zone), o.email + deleted, name, o.opt_out_source, o.opt_out_reason or "")
+        return (*row, o.campaign_name or "") if campaigns else row
 
     return cells
 

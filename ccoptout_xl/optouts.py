@@ -28,6 +28,8 @@ class OptOut:
     list_ids: tuple[str, ...] = ()
     deleted: bool = False
     created_at: dt.datetime | None = None  # when the contact was created (the store's second dimension)
+    campaign_id: str | None = None  # the campaign it came through, when asked for (:mod:`.campaigns`); else None
+    campaign_name: str | None = None
 
     @classmethod
     def from_contact(cls, contact: Mapping[str, Any]) -> OptOut | None:

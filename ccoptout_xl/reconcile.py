@@ -35,14 +35,13 @@ from .client import MAX_PAGE_SIZE, Client
 from .history import RegionUpdate
 from .optouts import OptOut
 from .query import EARLIEST_OPT_OUT, PAD
-from .table import OptOutTable, Region, sort_key
+from .table import OptOutTable, Region, instant, sort_key
 
 UNSUBSCRIBED, DELETED = "unsubscribed", "deleted"
 CREATION_GROUPS = 8
 OTHER_CUTS = 4  # opt-out windows cut at fifths: never where the bisection cuts (halves, quarters...)
 ROOT = Region(after=sort_key(EARLIEST_OPT_OUT))
 MS = 1000  # a millisecond, in keys (microseconds)
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 Rewrite = Callable[[list[OptOut], Region], RegionUpdate]
 
@@ -270,7 +269,7 @@ def _filters(region: Region, *, pad: bool) -> dict[str, Any]:
         ("created_before", region.created_before, 1),
     ):
         if key is not None:
-            params[name] = _instant(key + sign * margin)
+            params[name] = instant(key + sign * margin)
     params.setdefault("optout_after", EARLIEST_OPT_OUT)  # only contacts with opt-out data (deleted ones too)
     return params
 
@@ -301,7 +300,3 @@ def _gap_near(keys: list[int], index: int) -> int | None:
 
 def _key(span: dt.timedelta) -> int:
     return (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
-
-
-def _instant(key: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=key)

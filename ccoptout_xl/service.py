@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import campaigns as campaign_reports
 from .auth import SignedInTokens, StaticToken, default_token_provider
+from .campaigns import AttributedOptOuts, Campaign, CampaignCount, MemoryBook
 from .client import Client
 from .config import OAuthApp, config_file
 from .credentials import SIGN_IN_AGAIN, Tokens, token_keeper
 from .dates import zone_name
-from .exceptions import ApiError, CcOptOutError, QuotaGuard, SignInRequired, UsageError
+from .exceptions import ApiError, AuthError, CampaignsNotAllowed, CcOptOutError, QuotaGuard, SignInRequired, UsageError
 from .history import Change
 from .http_client import HTTPClient, RetryPolicy, TokenProvider
 from .optouts import OptOut
@@ -37,8 +39,14 @@ from .store import MAX_AGE, OptOutStore, StoreState, SyncReport
 from .workbook import ExcelSetup
 
 __all__ = [
+    "CAMPAIGNS_IF_ALLOWED",
+    "CAMPAIGNS_OFF",
+    "CAMPAIGNS_ON",
     "MAX_LATEST",
     "Answer",
+    "Campaign",
+    "CampaignCount",
+    "CampaignCounts",
     "Change",
     "Changes",
     "Notices",
@@ -53,6 +61,7 @@ __all__ = [
     "clear_cache",
     "config_file",
     "connect",
+    "get_campaign_counts",
     "get_changes",
     "get_optouts",
     "last_store",
@@ -68,6 +77,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEMO_CONTACTS = 20_000
 DEMO_SEED = 1
+# Whether a question joins each opt-out to its campaign: never, always (a sign-in without the campaign_data
+# permission is then an error), or when the sign-in allows it (else a notice: Excel's Refresh).
+CAMPAIGNS_OFF, CAMPAIGNS_ON, CAMPAIGNS_IF_ALLOWED = "off", "on", "if allowed"
+CAMPAIGNS_REFUSED = (
+    "The sign-in does not allow campaign reports (the campaign_data permission, which sign-ins made before "
+    "ccoptout-xl read campaigns lack): sign in again with `ccoptout-xl login` to allow them."
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,7 @@ class Answer:
     notices: Notices
     list_names: dict[str, str] = field(default_factory=dict)
     synced: SyncReport | None = None  # what the sync before the answer did, if one ran
+    campaigns: list[Campaign] | None = None  # the campaigns known, when asked for them (None: not joined)
 
     def __iter__(self) -> Iterator[OptOut]:
         return iter(self.optouts)
@@ -113,6 +130,15 @@ class Answer:
 
     def close(self) -> None:
         self.optouts.close()
+
+
+@dataclass
+class CampaignCounts:
+    """A window's opt-outs per campaign, most first, then the row of those through none; calls and notices."""
+
+    rows: list[CampaignCount]
+    calls: int
+    notices: Notices
 
 
 @dataclass
@@ -166,10 +192,14 @@ def connect(*, demo: bool = False, tokens: TokenProvider | None = None, **http: 
             yield client
         return
     from .sandbox import AccountSpec, Sandbox
+    from .sandbox.oauth import SCOPES as EVERY_SCOPE  # the demo's sign-in allows campaign reports too
 
+    # The account is this computer's own, in this process: no rate limit to keep to (reading every campaign's
+    # report takes hundreds of calls, seconds here, minutes at the real API's 4 a second).
+    spec = AccountSpec(contacts=DEMO_CONTACTS, seed=DEMO_SEED)
     with (
-        Sandbox(AccountSpec(contacts=DEMO_CONTACTS, seed=DEMO_SEED)) as sandbox,
-        Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token), **http)) as client,
+        Sandbox(spec, rate_limit=None, daily_quota=None, token_scopes=EVERY_SCOPE) as sandbox,
+        Client(HTTPClient(sandbox.base_url, StaticToken(sandbox.token), **({"rate": None} | http))) as client,
     ):
         yield client
 
@@ -192,16 +222,19 @@ def get_optouts(
     policy: StorePolicy = StorePolicy(),
     *,
     list_names: bool = False,
+    campaigns: str = CAMPAIGNS_OFF,
     on_progress: Progress | None = None,
     on_notice: Notice | None = None,
 ) -> Answer:
     """The opt-outs ``query`` asks for, newest first: from the local store (synced first when older than
     ``policy.max_age``, or when ``policy.refresh``; past the quota guard, from what is stored, after a notice), or
     with ``policy.use_store`` False from the API. With ``list_names`` the account's list names come too (an extra:
-    ids are shown if the API refuses them). Every call is counted against today's quota."""
+    ids are shown if the API refuses them). With ``campaigns`` (:data:`CAMPAIGNS_ON`, or
+    :data:`CAMPAIGNS_IF_ALLOWED`) each opt-out carries the campaign it came through. Every call is counted against
+    today's quota."""
     notices, before = Notices(on_notice), client.stats.calls
     try:  # the calls count, whatever happens
-        result, synced = _optouts(client, query, policy, on_progress, notices)
+        result, synced, known = _optouts(client, query, policy, campaigns, on_progress, notices)
         try:
             nothing: dict[str, str] = {}
             names = _optional(client.list_names, nothing, "list names", notices) if list_names else nothing
@@ -210,7 +243,25 @@ def get_optouts(
             raise
     finally:
         _count_calls(client)
-    return Answer(result, client.stats.calls - before, notices, names, synced)
+    return Answer(result, client.stats.calls - before, notices, names, synced, known)
+
+
+def get_campaign_counts(
+    client: Client,
+    query: OptOutQuery,
+    policy: StorePolicy = StorePolicy(),
+    *,
+    on_progress: Progress | None = None,
+    on_notice: Notice | None = None,
+) -> CampaignCounts:
+    """The opt-outs ``query`` asks for, counted per campaign (``ccoptout-xl campaigns``): most first, with each
+    campaign's name and last send time, then one row for the opt-outs through no campaign."""
+    answer = get_optouts(client, query, policy, campaigns=CAMPAIGNS_ON, on_progress=on_progress, on_notice=on_notice)
+    try:
+        rows = campaign_reports.count_by_campaign(answer, answer.campaigns or [])
+    finally:
+        answer.close()
+    return CampaignCounts(rows, answer.calls, answer.notices)
 
 
 def get_changes(
@@ -268,13 +319,17 @@ def make_report(
     *,
     zone: dt.tzinfo = dt.timezone.utc,
     query_text: str = "",
+    campaigns: bool = False,
     on_progress: Progress | None = None,
     on_notice: Notice | None = None,
 ) -> ReportResult:
     """Write the Excel report of the opt-outs ``query`` asks for to ``path`` (atomically), with list names and the
     account's name (extras: the report is written without them, after a notice, if the API refuses them)."""
     before = client.stats.calls
-    answer = get_optouts(client, query, policy, list_names=True, on_progress=on_progress, on_notice=on_notice)
+    joined = CAMPAIGNS_ON if campaigns else CAMPAIGNS_OFF
+    answer = get_optouts(
+        client, query, policy, list_names=True, campaigns=joined, on_progress=on_progress, on_notice=on_notice
+    )
     try:
         name = account_name(client, answer.notices)
         _count_calls(client)
@@ -288,7 +343,9 @@ def make_report(
             until=query.until,
             latest=query.latest,
         )
-        summary = write_report(answer.optouts, path, zone=zone, list_names=answer.list_names, info=info)
+        summary = write_report(
+            answer.optouts, path, zone=zone, list_names=answer.list_names, info=info, campaigns=answer.campaigns
+        )
     finally:
         answer.close()
     return ReportResult(summary, Path(path), client.stats.calls - before, answer.notices)
@@ -398,14 +455,60 @@ def write_workbook(dest: str | os.PathLike[str], python: str | None = None) -> W
 
 
 def _optouts(
-    client: Client, query: OptOutQuery, policy: StorePolicy, on_progress: Progress | None, notices: Notices
-) -> tuple[QueryResult, SyncReport | None]:
+    client: Client,
+    query: OptOutQuery,
+    policy: StorePolicy,
+    campaigns: str,
+    on_progress: Progress | None,
+    notices: Notices,
+) -> tuple[QueryResult, SyncReport | None, list[Campaign] | None]:
+    """The opt-outs, what the sync did, and the campaigns known when the opt-outs carry theirs."""
+    required = campaigns == CAMPAIGNS_ON
     if not policy.use_store:
-        return from_api(client, query, on_progress=on_progress, on_notice=notices), None
+        result = from_api(client, query, on_progress=on_progress, on_notice=notices)
+        if campaigns == CAMPAIGNS_OFF:
+            return result, None, None
+        try:
+            read, rows = campaign_reports.read_attribution(client, query.since, MemoryBook())
+        except AuthError as exc:
+            try:
+                _campaigns_refused(exc, required, notices)
+            except BaseException:
+                result.close()
+                raise
+            return result, None, None
+        except BaseException:
+            result.close()
+            raise
+        attribution = campaign_reports.attribute(result, rows, read)
+        joined = QueryResult(query, AttributedOptOuts(result.found, attribution), result.calls, result.full_scan)
+        return joined, None, read
     store, synced = _synced_store(client, policy, on_progress, notices)
-    result = store.query(query, close_store=True)
+    try:
+        known: list[Campaign] | None = None
+        if campaigns != CAMPAIGNS_OFF:
+            try:
+                if synced is not None or not store.campaigns_cover(query.since):  # synced now, or never this far
+                    store.sync_campaigns(client, query.since)
+                known = store.campaigns()
+            except AuthError as exc:
+                _campaigns_refused(exc, required, notices)
+        result = store.query(query, close_store=True, campaigns=known is not None)
+    except BaseException:
+        store.close()
+        raise
     result.calls = synced.calls if synced else 0
-    return result, synced
+    return result, synced, known
+
+
+def _campaigns_refused(exc: AuthError, required: bool, notices: Notices) -> None:
+    """A campaign call the API refused: without the campaign_data permission, an error when campaigns are
+    ``required``, else a notice (the opt-outs are then shown without them); any other refusal as it is."""
+    if exc.status != 403:
+        raise exc
+    if required:
+        raise CampaignsNotAllowed(CAMPAIGNS_REFUSED, status=403) from None
+    notices(CAMPAIGNS_REFUSED + " The opt-outs are shown without their campaigns.")
 
 
 def _synced_store(

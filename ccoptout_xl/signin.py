@@ -34,13 +34,18 @@ Show = Callable[[str], None]
 Opener = Callable[[str], Any]
 
 
-def oauth_session(app: OAuthApp, *, redirect_uri: str | None = None, timeout: float = 30.0) -> OAuth2Session:
-    """An Authlib session for ``app``: a public client (PKCE, no secret) or a confidential one (Basic auth)."""
+def oauth_session(
+    app: OAuthApp, *, redirect_uri: str | None = None, timeout: float = 30.0, ask_scopes: bool = True
+) -> OAuth2Session:
+    """An Authlib session for ``app``: a public client (PKCE, no secret) or a confidential one (Basic auth).
+
+    ``ask_scopes`` False for a renewal: it then keeps the scopes the sign-in was granted (RFC 6749 section 6), so a
+    sign-in made before ccoptout-xl asked for more (campaign_data) keeps working as it was."""
     session = OAuth2Session(
         client_id=app.client_id,
         client_secret=app.client_secret,
         token_endpoint_auth_method="client_secret_basic" if app.confidential else "none",
-        scope=" ".join(SCOPES),
+        scope=" ".join(SCOPES) if ask_scopes else None,
         redirect_uri=redirect_uri,
         code_challenge_method="S256",
         default_timeout=timeout,

@@ -39,6 +39,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from . import attribution
+from .attribution import CampaignTables
+from .campaigns import Campaign, CampaignCount, with_campaigns
 from .client import Client
 from .credentials import jwt_claims
 from .exceptions import ApiError, CcOptOutError, QuotaGuard, StoreError
@@ -49,11 +52,11 @@ from .query import EARLIEST_OPT_OUT, Notice, OptOutQuery, Progress, QueryResult,
 from .reconcile import ROOT, CountsContradict, Outcome, Reconciler, TooCostly, contradiction
 from .retry import Sleep, retry_call
 from .settings import CACHE_DIR_ENV, FULL_SYNC_ENV, QUOTA_ENV, SHARE_ENV, cache_dir, number_setting
-from .table import EVERYWHERE, OptOutTable, Region, sort_key, sqlite_kind
+from .table import EVERYWHERE, OptOutTable, Region, instant, sort_key, sqlite_kind
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: creation dates (the reconciliation's second dimension) and the history of changes
+SCHEMA_VERSION = 3  # 2: creation dates and the history of changes; 3: campaigns and their opt-out reports
 MAX_AGE = dt.timedelta(minutes=5)
 FULL_EVERY_DAYS = 7  # the backstop: counts cannot prove equality, a full sync can
 UNTRUSTED_FULL_EVERY = dt.timedelta(hours=24)  # without trusted counts, as before them
@@ -67,6 +70,7 @@ ELSEWHERE = f"set {CACHE_DIR_ENV} to another folder (or use --no-cache)"
 SLACK_BYTES = 128 * 1024  # what any write needs beyond its data: the shared-memory index, a few log pages
 LAST_USED = "last-used-store"
 SPACE_NEEDED = "space_needed"  # meta: the bytes the last sync that failed for want of space needed
+STORE_TABLES = {"meta", "calls", "optouts", "events", "campaigns", "report_rows", "report_marks"}
 UNTRUSTED = "counts_untrusted"  # meta: why the server's counts are not used (they contradicted its rows)
 
 
@@ -125,8 +129,10 @@ class StoredOptOuts:
         query: OptOutQuery,
         on_close: Callable[[], None] | None = None,
         failures: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+        campaigns: dict[str, Campaign] | None = None,
     ) -> None:
         self._table = table
+        self._campaigns = campaigns  # the campaign of each opt-out that came through one, when asked for
         self._filters: dict[str, Any] = {
             "since": query.since,
             "until": query.until,
@@ -137,7 +143,8 @@ class StoredOptOuts:
 
     def newest(self, limit: int | None = None) -> Iterator[OptOut]:
         with self._failures():
-            yield from self._table.newest(limit, **self._filters)
+            found = self._table.newest(limit, **self._filters)
+            yield from found if self._campaigns is None else with_campaigns(found, self._campaigns)
 
     def __len__(self) -> int:
         with self._failures():
@@ -232,13 +239,48 @@ class OptOutStore:
 
     # -- reading -------------------------------------------------------------------------------------------
 
-    def query(self, query: OptOutQuery, *, close_store: bool = False) -> QueryResult:
-        """The stored opt-outs ``query`` asks for, newest first, with no API call.
+    def query(self, query: OptOutQuery, *, close_store: bool = False, campaigns: bool = False) -> QueryResult:
+        """The stored opt-outs ``query`` asks for, newest first, with no API call; with ``campaigns``, each with
+        the campaign it came through (as far as the campaign reports were synced: :meth:`sync_campaigns`).
 
         With ``close_store`` the store closes when the result does (for a store opened just for this query).
         """
-        found = StoredOptOuts(self._table, query, self.close if close_store else None, self._failures)
+        through = self._campaigns.attributions(_region(query)) if campaigns else None
+        found = StoredOptOuts(self._table, query, self.close if close_store else None, self._failures, through)
         return QueryResult(query, found, calls=0)
+
+    def campaign_counts(self, query: OptOutQuery) -> list[CampaignCount]:
+        """The stored opt-outs ``query`` asks for, counted per campaign (most first, then those through none);
+        empty before the campaigns were ever synced."""
+        with self._failures():
+            if not self._campaigns.has_data():
+                return []
+            return self._campaigns.counts(_region(query), query.include_deleted)
+
+    def campaigns_cover(self, since: dt.datetime | None) -> bool:
+        """Whether the campaign reports are stored down to ``since`` (None: all of them)."""
+        with self._failures():
+            return self._campaigns.cover(None if since is None else sort_key(since.replace(microsecond=0)))
+
+    def campaigns(self) -> list[Campaign]:
+        """Every campaign the store knows (with its last send time)."""
+        with self._failures():
+            return self._campaigns.all()
+
+    def sync_campaigns(self, client: Client, since: dt.datetime | None) -> int:
+        """Bring the campaign reports up to date for opt-outs from ``since`` (None: all), in a few calls (see
+        :mod:`.attribution`); return how many report rows were read. Needs the campaign_data permission."""
+        with self._locked(LOCK_TIMEOUT, "sync"):
+            try:
+                return attribution.sync(client, self._campaigns, since, self._transaction)
+            finally:
+                with contextlib.suppress(StoreError):
+                    self.count_calls(client)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._failures(), self.db:
+            yield
 
     @property
     def last_sync_at(self) -> dt.datetime | None:
@@ -413,13 +455,15 @@ class OptOutStore:
     def _fetch(
         self, client: Client, since: dt.datetime, on_progress: Progress | None, hint: list[int] | None = None
     ) -> QueryResult:
-        """Every opt-out from ``since`` (deleted contacts included), with the calls it took counted."""
+        """Every opt-out from ``since`` (deleted contacts included), with the calls it took counted. ``hint``: the
+        stored opt-outs' dates (keys), where a long read is cut into windows read at once."""
         try:
             found = from_api(
                 client,
                 OptOutQuery(since=since, include_deleted=True),
                 on_progress=on_progress,
                 on_notice=self.on_notice,
+                split_hint=None if hint is None else [instant(key) for key in hint],
             )
         except BaseException as exc:
             with contextlib.suppress(StoreError):  # the calls made count, but this failure is the one to tell
@@ -668,6 +712,7 @@ class OptOutStore:
                     self.on_notice(f"The local opt-out store had an older layout; it was rebuilt ({self.path.name}).")
             self._table = OptOutTable(db)  # (its tables exist: nothing is written)
             self._history = History(db)
+            self._campaigns = CampaignTables(db)
             db.isolation_level = "DEFERRED"
         except BaseException:
             db.close()
@@ -687,6 +732,7 @@ class OptOutStore:
         table = OptOutTable(db)
         db.execute(f"CREATE INDEX IF NOT EXISTS {table.name}_created ON {table.name} (created_key)")
         History(db)
+        CampaignTables(db)
 
     def _meta_time(self, key: str) -> dt.datetime | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -790,7 +836,7 @@ def _layout(db: sqlite3.Connection) -> int | str | None:
         return "foreign"
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
-        return None if tables <= {"meta", "calls", "optouts", "events"} else "foreign"
+        return None if tables <= STORE_TABLES else "foreign"
     try:
         return int(row[0])
     except (TypeError, ValueError):
@@ -898,6 +944,14 @@ def _remember(path: Path) -> None:
             temporary.unlink()
         if not isinstance(exc, OSError):
             raise
+
+
+def _region(query: OptOutQuery) -> Region:
+    """The stored opt-outs a query's dates ask for (since inclusive, until exclusive)."""
+    return Region(
+        after=None if query.since is None else sort_key(query.since) - 1,
+        before=None if query.until is None else sort_key(query.until),
+    )
 
 
 def _now() -> dt.datetime:

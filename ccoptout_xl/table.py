@@ -219,10 +219,18 @@ def from_row(row: tuple[object, ...]) -> OptOut:
     )
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 def sort_key(moment: dt.datetime) -> int:
     """Microseconds since the epoch: orders instants correctly across offsets."""
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def instant(key: int) -> dt.datetime:
+    """The instant (in UTC) of a :func:`sort_key`."""
+    return EPOCH + dt.timedelta(microseconds=key)
 
 
 def sqlite_kind(exc: sqlite3.Error) -> str:

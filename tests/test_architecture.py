@@ -15,7 +15,7 @@ LAYERS = {
     "front ends": ("cli", "excel", "__main__"),
     "use cases": ("service",),
     "store and report": ("store", "report", "workbook"),
-    "count reconciliation": ("reconcile",),
+    "sync and attribution": ("reconcile", "campaigns", "attribution"),
     "queries": ("query", "parallel", "spread"),
     "API client and sign-in": ("client", "auth", "signin", "credentials", "config"),
     "transport": ("http_client",),
