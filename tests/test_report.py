@@ -337,6 +337,11 @@ def test_demo_writes_the_report_and_says_where(tmp_path: Path) -> None:
     dates = [row[3] for row in rows_of(book["Opt-outs"])[1:]]
     assert dates == sorted(dates, reverse=True) and len(dates) == total > 0
     assert min(dates) >= dt.datetime.now() - dt.timedelta(days=91)
+    # The demo shows campaigns: the Campaign column, and the By campaign sheet whose rows add up to the total.
+    assert rows_of(book["Opt-outs"])[0][6] == "Campaign" and any(row[6] for row in rows_of(book["Opt-outs"])[1:])
+    by_campaign = rows_of(book["By campaign"])
+    counts = [row[2] for row in by_campaign[1:] if row and isinstance(row[2], int)]
+    assert sum(counts) == total and len(counts) > 2
 
 
 # -- with campaigns ------------------------------------------------------------------------------------------
