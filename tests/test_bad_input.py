@@ -304,6 +304,26 @@ def changes_rows() -> Iterator[Case]:
         yield Case(f"changes--max-age-{name}", ["changes", "--since", "2026-01-01", "--max-age", value], 2, needle)
 
 
+def campaigns_rows() -> Iterator[Case]:
+    for option in ("--since", "--until"):
+        for name, value, needle in BAD_DATES:
+            yield Case(f"campaigns{option}-{name}", ["campaigns", option, value], 2, needle)
+    yield Case(
+        "campaigns-since-after-until", ["campaigns", "--since", "2026-02-01", "--until", "2026-01-01"], 2, "before"
+    )
+    for name, value, needle in BAD_ZONES:
+        yield Case(f"campaigns--tz-{name}", ["campaigns", "--tz", value], 2, needle)
+    yield Case("campaigns-latest", ["campaigns", "--latest", "5"], 2, "unrecognized arguments")
+    yield Case("campaigns-format-xml", ["campaigns", "--format", "xml"], 2, "--format")
+    yield Case("campaigns-o-empty", ["campaigns", "-o", ""], 2, "empty")
+    yield Case("campaigns-o-missing-folder", ["campaigns", "-o", "/no/such/c.csv"], 2, "does not exist")
+    yield Case("fetch-campaigns-with-a-value", ["fetch", "--campaigns=yes"], 2, "ignored explicit argument")
+    yield Case("report-campaigns-not-xlsx", ["report", "--campaigns", "-o", "out.csv"], 2, ".xlsx")
+    # The shared sandbox's token has no campaign_data permission: one line, the exit code of a refused permission.
+    yield Case("fetch-campaigns-without-permission", ["fetch", "--campaigns", "--latest", "3"], 4, "ccoptout-xl login")
+    yield Case("campaigns-without-permission", ["campaigns", "--since", "30d"], 4, "campaign_data")
+
+
 def setting_rows() -> Iterator[Case]:
     for value in ("0", "0.5", "366", "-1", "abc", "nan", "inf", "７", "7 days"):
         yield Case(
@@ -588,6 +608,7 @@ CASES: list[Case] = [
     *output_rows(),
     *usage_rows(),
     *changes_rows(),
+    *campaigns_rows(),
     *api_url_rows(),
     *auth_url_rows(),
     *access_token_rows(),
