@@ -78,14 +78,8 @@ class CampaignTables:
             _campaign(row) for row in self.db.execute("SELECT campaign_id, name, sent_at, activities FROM campaigns")
         ]
 
-    def has_data(self) -> bool:
-        """Whether campaigns were ever synced into this store."""
-        return self.db.execute("SELECT 1 FROM campaigns LIMIT 1").fetchone() is not None
-
     def cover(self, since: int | None) -> bool:
-        """Whether the reports are stored down to ``since`` (a key; None: all of them)."""
-        if not self.has_data():
-            return False
+        """Whether the reports read are stored down to ``since`` (a key; None: all of them)."""
         if since is None:
             return self.db.execute("SELECT 1 FROM report_marks WHERE down_to IS NOT NULL LIMIT 1").fetchone() is None
         return self.db.execute("SELECT 1 FROM report_marks WHERE down_to > ? LIMIT 1", (since,)).fetchone() is None

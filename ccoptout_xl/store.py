@@ -72,6 +72,7 @@ LAST_USED = "last-used-store"
 SPACE_NEEDED = "space_needed"  # meta: the bytes the last sync that failed for want of space needed
 STORE_TABLES = {"meta", "calls", "optouts", "events", "campaigns", "report_rows", "report_marks"}
 UNTRUSTED = "counts_untrusted"  # meta: why the server's counts are not used (they contradicted its rows)
+CAMPAIGNS_SYNCED = "campaigns_synced_at"  # meta: when the campaign reports were last synced (none: never)
 
 
 def backstop_interval() -> dt.timedelta:
@@ -253,13 +254,15 @@ class OptOutStore:
         """The stored opt-outs ``query`` asks for, counted per campaign (most first, then those through none);
         empty before the campaigns were ever synced."""
         with self._failures():
-            if not self._campaigns.has_data():
+            if self._meta_time(CAMPAIGNS_SYNCED) is None:
                 return []
             return self._campaigns.counts(_region(query), query.include_deleted)
 
     def campaigns_cover(self, since: dt.datetime | None) -> bool:
         """Whether the campaign reports are stored down to ``since`` (None: all of them)."""
         with self._failures():
+            if self._meta_time(CAMPAIGNS_SYNCED) is None:
+                return False
             return self._campaigns.cover(None if since is None else sort_key(since.replace(microsecond=0)))
 
     def campaigns(self) -> list[Campaign]:
@@ -272,7 +275,10 @@ class OptOutStore:
         :mod:`.attribution`); return how many report rows were read. Needs the campaign_data permission."""
         with self._locked(LOCK_TIMEOUT, "sync"):
             try:
-                return attribution.sync(client, self._campaigns, since, self._transaction)
+                read = attribution.sync(client, self._campaigns, since, self._transaction)
+                with self._transaction():
+                    self._set_meta(**{CAMPAIGNS_SYNCED: _now()})
+                return read
             finally:
                 with contextlib.suppress(StoreError):
                     self.count_calls(client)
