@@ -79,7 +79,10 @@ class CampaignTables:
         ]
 
     def cover(self, since: int | None) -> bool:
-        """Whether the reports read are stored down to ``since`` (a key; None: all of them)."""
+        """Whether the reports read are stored down to ``since`` (a key; None: all of them), every campaign's
+        whole (one whose reading stopped half-way is not)."""
+        if self.db.execute("SELECT 1 FROM campaigns WHERE optouts IS NULL LIMIT 1").fetchone() is not None:
+            return False
         if since is None:
             return self.db.execute("SELECT 1 FROM report_marks WHERE down_to IS NOT NULL LIMIT 1").fetchone() is None
         return self.db.execute("SELECT 1 FROM report_marks WHERE down_to > ? LIMIT 1", (since,)).fetchone() is None
@@ -165,8 +168,7 @@ def sync(
     for summary in summaries(client):
         if summary.optouts <= 0:
             continue
-        with transaction():
-            found = campaign(client, summary, tables)
+        found = campaign(client, summary, _Keeping(tables, transaction))
         if found is None:
             continue
         marks = {a: tables.mark(a) for a in found.activity_ids}
@@ -193,10 +195,25 @@ def _read_report(
     stop = known if known is not None else floor  # newest first: what is older than this is stored, or not asked for
     rows = list(report_rows(client, activity_id, None if stop is None else instant(stop)))
     newest = max([sort_key(r.created_time) for r in rows] + ([known] if known is not None else []), default=None)
-    down_to = mark.down_to if known is not None and mark is not None else floor
+    down_to = mark.down_to if mark is not None and mark.covers(floor) else floor
     with transaction():
         tables.add(activity_id, rows, Mark(newest, down_to))
     return len(rows)
+
+
+class _Keeping:
+    """The tables as a campaign book whose every write is its own transaction (never one held across a call)."""
+
+    def __init__(self, tables: CampaignTables, transaction: Callable[[], AbstractContextManager[object]]) -> None:
+        self._tables = tables
+        self._transaction = transaction
+
+    def campaign(self, campaign_id: str) -> Campaign | None:
+        return self._tables.campaign(campaign_id)
+
+    def keep(self, found: Campaign) -> None:
+        with self._transaction():
+            self._tables.keep(found)
 
 
 def _campaign(row: tuple[str, str, str | None, str]) -> Campaign:

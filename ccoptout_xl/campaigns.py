@@ -83,8 +83,8 @@ def count(value: Any) -> int:
         return 0
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().replace(",", "").isdigit():
+        return int(value.strip().replace(",", ""))
     return 0
 
 
@@ -104,8 +104,8 @@ def summaries(client: Client) -> list[Summary]:
 def campaign(client: Client, summary: Summary, book: CampaignBook) -> Campaign | None:
     """The campaign of ``summary``, from ``book`` or the API (None when the API no longer has it)."""
     known = book.campaign(summary.campaign_id)
-    if known is not None:
-        return Campaign(known.campaign_id, known.name, summary.sent_at or known.sent_at, known.activity_ids)
+    if known is not None and (summary.sent_at is None or summary.sent_at == known.sent_at):
+        return known  # a campaign sent again since (a resend: a new activity) is read again
     body = client.email_campaign(summary.campaign_id)
     if body is None:
         return None

@@ -8,15 +8,16 @@ Reference: https://developer.constantcontact.com/api_guide/contacts_get_all.html
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from .exceptions import ApiError, MalformedResponse
 from .http_client import CallStats, HTTPClient, TokenProvider
 
+_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 MAX_PAGE_SIZE = 500  # the contract's maximum `limit` for GET /contacts
 
 
@@ -120,7 +121,7 @@ class Client:
         """``GET /emails/{campaign_id}``: a campaign's name, status and activities; None if the API has no such
         campaign (https://developer.constantcontact.com/api_guide/email_campaign_get.html)."""
         try:
-            body = self.http.get(f"emails/{quote(campaign_id, safe='')}")
+            body = self.http.get(f"emails/{_path_id(campaign_id)}")
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -131,7 +132,7 @@ class Client:
         """Pages of an email activity's opt-outs report, newest first (``GET /reports/email_reports/
         {campaign_activity_id}/tracking/optouts``; https://developer.constantcontact.com/api_guide/
         email_summary_optouts_report.html)."""
-        path = f"reports/email_reports/{quote(campaign_activity_id, safe='')}/tracking/optouts"
+        path = f"reports/email_reports/{_path_id(campaign_activity_id)}/tracking/optouts"
         return self._pages(path, "tracking_activities", "", {"limit": "500"})
 
     # -- paging --------------------------------------------------------------------------------------------
@@ -167,6 +168,13 @@ class Client:
         if not isinstance(body, dict):
             raise MalformedResponse(f"The API's {what} response is not a JSON object.")
         return body
+
+
+def _path_id(value: str) -> str:
+    """An id from the API, to go into a path: letters, digits, '-' and '_' only (never '..' or '/')."""
+    if not _ID.fullmatch(value):
+        raise MalformedResponse("The API sent an id that is not one (letters, digits, '-' or '_' expected).")
+    return value
 
 
 def _next_href(body: Mapping[str, Any]) -> str | None:

@@ -3,8 +3,8 @@
 Every write of fetched opt-outs into the store goes through :func:`replace_region`: the opt-outs read cover a
 :class:`~ccoptout_xl.table.Region` completely, so a stored contact of that region that is not among them no longer
 carries an opt-out (it re-subscribed), and one that is among them with another date or state changed. Each change
-becomes an event, dated when it was detected (the sync's start): what someone who keeps a CRM or a second mailing
-system in step asks for (``ccoptout-xl changes --since D``).
+becomes an event, dated when it was detected (the time of the write that records it): what someone who keeps a
+CRM or a second mailing system in step asks for (``ccoptout-xl changes --since D``).
 """
 
 from __future__ import annotations

@@ -289,10 +289,11 @@ def get_changes(
                 f"The local store began recording changes at {began:%Y-%m-%d %H:%M} UTC: earlier ones are not known, "
                 "and every opt-out it then found is listed as opted out at that time."
             )
+        as_of = store.settled_now()
     except BaseException:
         store.close()
         raise
-    return Changes(store, since, until, _now(), client.stats.calls - before, notices)
+    return Changes(store, since, until, as_of, client.stats.calls - before, notices)
 
 
 def sync(
@@ -469,7 +470,7 @@ def _optouts(
         if campaigns == CAMPAIGNS_OFF:
             return result, None, None
         try:
-            read, rows = campaign_reports.read_attribution(client, query.since, MemoryBook())
+            read, rows = campaign_reports.read_attribution(client, _oldest_asked(query, result), MemoryBook())
         except AuthError as exc:
             try:
                 _campaigns_refused(exc, required, notices)
@@ -487,18 +488,33 @@ def _optouts(
     try:
         known: list[Campaign] | None = None
         if campaigns != CAMPAIGNS_OFF:
+            floor = _oldest_asked(query, store.query(query))
             try:
-                if synced is not None or not store.campaigns_cover(query.since):  # synced now, or never this far
-                    store.sync_campaigns(client, query.since)
+                if synced is not None or not store.campaigns_cover(floor):  # synced now, or never this far back
+                    store.sync_campaigns(client, floor, force=policy.force)
                 known = store.campaigns()
             except AuthError as exc:
                 _campaigns_refused(exc, required, notices)
+            except QuotaGuard as guard:
+                notices(f"{guard} Answering with the campaign reports stored.")
+                known = store.campaigns()
         result = store.query(query, close_store=True, campaigns=known is not None)
     except BaseException:
         store.close()
         raise
     result.calls = synced.calls if synced else 0
     return result, synced, known
+
+
+def _oldest_asked(query: OptOutQuery, result: QueryResult) -> dt.datetime | None:
+    """How far back the campaign reports must be read for ``query``: its since, or for the latest N the date of
+    the N-th newest opt-out ``result`` holds (None: all the way)."""
+    if query.latest is None or query.since is not None:
+        return query.since
+    oldest = None
+    for optout in result:  # newest first, at most N
+        oldest = optout.opt_out_date
+    return oldest
 
 
 def _campaigns_refused(exc: AuthError, required: bool, notices: Notices) -> None:
@@ -580,7 +596,3 @@ def _optional(fetch: Callable[[], T], fallback: T, what: str, notice: Notice) ->
     except ApiError as exc:
         notice(f"Could not read {what} ({exc}); going on without it.")
         return fallback
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

@@ -270,10 +270,13 @@ class OptOutStore:
         with self._failures():
             return self._campaigns.all()
 
-    def sync_campaigns(self, client: Client, since: dt.datetime | None) -> int:
+    def sync_campaigns(self, client: Client, since: dt.datetime | None, *, force: bool = False) -> int:
         """Bring the campaign reports up to date for opt-outs from ``since`` (None: all), in a few calls (see
-        :mod:`.attribution`); return how many report rows were read. Needs the campaign_data permission."""
+        :mod:`.attribution`); return how many report rows were read. Needs the campaign_data permission. Past the
+        daily quota guard it raises :class:`QuotaGuard`, unless ``force``."""
         with self._locked(LOCK_TIMEOUT, "sync"):
+            with self._failures():
+                self._check_quota(force)
             try:
                 read = attribution.sync(client, self._campaigns, since, self._transaction)
                 with self._transaction():
@@ -282,6 +285,18 @@ class OptOutStore:
             finally:
                 with contextlib.suppress(StoreError):
                     self.count_calls(client)
+
+    def _check_quota(self, force: bool, daily_quota: int | None = None, quota_share: float | None = None) -> None:
+        """Refuse (:class:`QuotaGuard`) to spend calls past ``quota_share`` of today's quota, unless ``force``."""
+        daily_quota = daily_quota or number_setting(QUOTA_ENV, int, DAILY_QUOTA, 1, 10**9, "a whole number")
+        quota_share = quota_share or number_setting(SHARE_ENV, float, QUOTA_SHARE, 0.01, 1.0)
+        used, ceiling = self.calls_today(), int(daily_quota * quota_share)
+        if used >= ceiling and not force:
+            raise QuotaGuard(
+                f"{used:,} of today's {daily_quota:,} API calls are used ({used / daily_quota:.0%}; the guard "
+                f"stops syncs at {quota_share:.0%} so other integrations keep working): not syncing. Sync anyway "
+                "with `ccoptout-xl sync --force` (or --force); the quota resets at 00:00 UTC."
+            )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -366,8 +381,6 @@ class OptOutStore:
         write fails leaves the previous snapshot as it was. Both are a :class:`StoreError` saying how much space is
         needed.
         """
-        daily_quota = daily_quota or number_setting(QUOTA_ENV, int, DAILY_QUOTA, 1, 10**9, "a whole number")
-        quota_share = quota_share or number_setting(SHARE_ENV, float, QUOTA_SHARE, 0.01, 1.0)
         full_every = full_every or backstop_interval()
         asked_at = _now()
         started, calls_before = time.monotonic(), client.stats.calls
@@ -377,13 +390,7 @@ class OptOutStore:
                 finished = self._meta_time("sync_finished_at")
                 if finished is not None and finished >= asked_at:
                     return SyncReport("none", rows=self._table.count())  # another process did it while we waited
-                used, ceiling = self.calls_today(), int(daily_quota * quota_share)
-                if used >= ceiling and not force:
-                    raise QuotaGuard(
-                        f"{used:,} of today's {daily_quota:,} API calls are used ({used / daily_quota:.0%}; the "
-                        f"guard stops syncs at {quota_share:.0%} so other integrations keep working): not syncing. "
-                        "Sync anyway with `ccoptout-xl sync --force` (or --force); the quota resets at 00:00 UTC."
-                    )
+                self._check_quota(force, daily_quota, quota_share)
                 full_at = self._meta_time("full_sync_at")
                 newest = self._table.newest_date()
                 untrusted = self._meta_text(UNTRUSTED)
@@ -404,7 +411,7 @@ class OptOutStore:
                 update = self._read(client, since, region, on_progress, finish=finish if untrusted else None)
                 fetched, changes = update.written, update.changed
                 if not untrusted:
-                    outcome = self._reconcile(client)
+                    outcome = self._reconcile(client, asked_at)
                     changes += outcome.events
                     if outcome.read_all:
                         kind = "full"  # repairing would cost more than reading everything, or counts lie
@@ -418,7 +425,7 @@ class OptOutStore:
                 hint = self._table.keys_in(ROOT, "sort_key", every=max(1, self._table.count() // 400))
                 update = self._read(client, EARLIEST_OPT_OUT, EVERYWHERE, on_progress, hint, finish)
                 fetched, changes = fetched + update.written, changes + update.changed
-                wrong = contradiction(outcome.totals, self._table) if not untrusted else None
+                wrong = contradiction(outcome.totals, self._table, asked_at) if not untrusted else None
                 if wrong:  # the counts that sent us here said something the rows now show untrue
                     self._distrust(wrong)
             with self._failures():
@@ -523,14 +530,14 @@ class OptOutStore:
         finally:
             found.close()
 
-    def _reconcile(self, client: Client) -> Outcome:
+    def _reconcile(self, client: Client, until: dt.datetime) -> Outcome:
         """Compare the server's counts with the store's and repair what differs (see :mod:`.reconcile`)."""
 
         def rewrite(found: list[OptOut], region: Region) -> RegionUpdate:
             with self._failures(writing=(len(found), False)), self.db:
                 return replace_region(self._table, self._history, found, region, _now())
 
-        reconciler = Reconciler(client, self._table, rewrite)
+        reconciler = Reconciler(client, self._table, rewrite, until=until)
         try:
             return reconciler.run()
         except TooCostly:
@@ -557,6 +564,12 @@ class OptOutStore:
         """Note that a sync ended (in the caller's transaction)."""
         self._set_meta(**times, sync_finished_at=_now())
         self.db.execute("DELETE FROM meta WHERE key = ?", (SPACE_NEEDED,))
+
+    def settled_now(self) -> dt.datetime:
+        """Now, once no sync (of any process) is writing: every change recorded before it is then visible, so it is
+        the ``since`` that lists each change exactly once next time."""
+        with self._locked(LOCK_TIMEOUT, "sync"):
+            return _now()
 
     def changes(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> Iterator[Change]:
         """What the store learned (opted out, re-subscribed, deleted) at or after ``since``, oldest first."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,3 +241,32 @@ def test_after_every_sync_the_store_equals_the_account(small: Sandbox, seed: int
                 assert stored(store) == truth(small)
             learned = {c.contact_id: c.event for c in store.changes(started)}
             assert learned == expected, (seed, report)
+
+
+def test_an_optout_arriving_during_the_sync_is_no_contradiction(medium: Sandbox) -> None:
+    """Opt-outs keep arriving while a sync counts (a campaign going out): they are the next sync's, never a reason
+    to stop trusting counts."""
+    client = make_client(medium)
+    notices: list[str] = []
+    with OptOutStore.for_client(client, on_notice=notices.append) as store:
+        store.sync(client)
+        old_changes(medium, random.Random(13), resubscribe=1, delete=0, backdate=0)
+        arrived: list[str] = []
+
+        def opt_out_once_counting_began() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if any(r.query.get("include_count") == "true" and r.query.get("limit") == "1" for r in medium.requests):
+                    arrived.extend(medium.account.opt_out(count=1))
+                    return
+                time.sleep(0.001)
+
+        medium.reset_log()
+        racer = threading.Thread(target=opt_out_once_counting_began)
+        racer.start()
+        report = store.sync(client)
+        racer.join()
+        assert arrived and report.kind == "incremental" and report.repaired >= 1  # found now, or next time
+        assert not notices and not store.state().counts_untrusted
+        store.sync(client)  # the newcomer is the next sync's
+        assert stored(store) == truth(medium)
