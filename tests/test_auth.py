@@ -82,6 +82,14 @@ def test_device_flow_end_to_end(sandbox: Sandbox) -> None:
     assert shown and shown[0].startswith(f"To sign in, open {sandbox.auth_url}/device")
     assert tokens.refresh_token and tokens.expires_at > dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=23)
     assert Client(_http(sandbox, tokens.access_token)).contact_counts() == sandbox.account.counts()
+    # The sign-in asks for campaign reports too (campaign_data): the summaries answer.
+    assert next(Client(_http(sandbox, tokens.access_token)).campaign_summaries(), None) is not None
+
+
+def test_a_renewal_keeps_the_scopes_of_a_sign_in_from_before_campaign_reports(sandbox: Sandbox) -> None:
+    seed_sign_in(sandbox, expired=True)  # granted contact_data, offline_access, account_read: not campaign_data
+    assert main(["fetch", "--latest", "1"]) == 0  # renewed without asking for more than was granted
+    assert main(["fetch", "--latest", "1", "--campaigns"]) == 4  # and campaign reports still need a new sign-in
 
 
 def test_device_flow_refused_or_expired(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
