@@ -10,11 +10,12 @@ exponential backoff and jitter.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MAX_RENEWALS = 3  # of the access token within one request
 POOL_SIZE = 16  # connections kept per host: more than the workers of a parallel read (query.MAX_WORKERS)
+CROWDED_MARGIN = 0.03  # seconds added to the pacer's margin for a request sent while others are in flight
+WIDER_MARGIN = 0.03  # seconds the pacer's margin grows by after each "too many requests"
+MOST_MARGIN = 0.25  # seconds: the widest the margin grows
 
 
 class Cancelled(Exception):
@@ -74,7 +78,10 @@ class RequestPacer:
     """Keeps request starts under ``rate`` per second, sleeping only when the next start would break it.
 
     A sliding window of the last ``n`` start times: request ``i`` may start once request ``i - n`` started more
-    than ``n / rate`` seconds (plus a small ``margin`` for clock and network jitter) ago. Thread-safe.
+    than ``n / rate`` seconds (plus a small ``margin`` for clock and network jitter) ago. A request sent while
+    others are in flight (``crowded``) keeps a wider margin: it leaves and arrives less evenly, its thread waiting
+    its turn to send and the server its turn to take it. Each time the API still says "too many requests", the
+    margin widens for good (up to :data:`MOST_MARGIN`). Thread-safe.
     """
 
     def __init__(
@@ -94,7 +101,7 @@ class RequestPacer:
         self._clock = clock
         self._sleep = sleep
 
-    def wait(self, cancel: threading.Event | None = None) -> float:
+    def wait(self, cancel: threading.Event | None = None, crowded: bool = False) -> float:
         """Block until a request may start; return how long it slept. Once ``cancel`` is set, return at once
         without taking a start (the caller then sends nothing)."""
         if not self.rate:
@@ -103,7 +110,7 @@ class RequestPacer:
             now = self._clock()
             slept = 0.0
             if len(self._starts) == self._n:
-                ready_at = self._starts[0] + self._window
+                ready_at = self._starts[0] + self._window + (CROWDED_MARGIN if crowded else 0.0)
                 if ready_at > now:
                     slept = ready_at - now
                     if cancel is None:
@@ -116,8 +123,11 @@ class RequestPacer:
             return slept
 
     def hold(self, seconds: float) -> None:
-        """Push every future start back by at least ``seconds`` (after the API said we were too fast)."""
+        """Push every future start back by at least ``seconds`` (after the API said we were too fast), and keep a
+        wider margin from now on."""
         with self._lock:
+            if self.rate:
+                self._window = min(self._window + WIDER_MARGIN, self._n / self.rate + MOST_MARGIN)
             resume = self._clock() + seconds - self._window
             self._starts.extend([resume] * (self._n or 1))
 
@@ -159,6 +169,8 @@ class HTTPClient:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.stats = CallStats()
+        self._flying = 0  # requests sent and not yet answered (by all threads)
+        self._flying_lock = threading.Lock()
         self.session = session or _pooled_session()
         if urlsplit(self.base_url).scheme == "http":
             # Loopback only (validated above), and it must stay so: a proxy from HTTP_PROXY would see the token.
@@ -201,15 +213,16 @@ class HTTPClient:
         failures = throttles = 0
         rejected: set[str] = set()  # tokens the API refused on this request: each gets one renewal
         while True:
-            self.stats.add(paced_seconds=self.pacer.wait(cancel))
+            self.stats.add(paced_seconds=self.pacer.wait(cancel, crowded=self._flying > 0))
             if cancel is not None and cancel.is_set():
                 raise Cancelled
             token = self.tokens.access_token()
             self.stats.add(calls=1)
             try:
-                response = self.session.get(
-                    url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
-                )
+                with self._in_flight():
+                    response = self.session.get(
+                        url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                    )
             except (
                 requests.ConnectionError,
                 requests.Timeout,
@@ -262,6 +275,17 @@ class HTTPClient:
                 continue
             error = BadRequest if status == 400 else ApiError
             raise error(f"The API rejected the request (HTTP {status}): {message}", status=status, error_key=key)
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count a request as in flight while it is sent and answered (the pacer spaces crowded ones wider)."""
+        with self._flying_lock:
+            self._flying += 1
+        try:
+            yield
+        finally:
+            with self._flying_lock:
+                self._flying -= 1
 
     def _retry_or_raise(self, failures: int, problem: str) -> None:
         delay = self.retry.after_failure(failures)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from ccoptout_xl.exceptions import ApiError, QuotaExceeded
-from ccoptout_xl.http_client import CallStats, RequestPacer
+from ccoptout_xl.http_client import CROWDED_MARGIN, WIDER_MARGIN, CallStats, RequestPacer
 from ccoptout_xl.query import FALLBACK_NOTICE, OptOutQuery, from_api
 from ccoptout_xl.sandbox import AccountSpec, Fault, Sandbox
 
@@ -212,3 +212,20 @@ def test_a_cancelled_wait_for_the_pacer_returns_at_once_and_takes_no_start() -> 
     pacer.wait(cancel)  # the window is full: it would wait, but the read was stopped
     assert clock.now == 0.6
     assert pacer.wait() == pytest.approx(1.03 - 0.6)  # not 1.53: the cancelled caller took no start
+
+
+def test_a_request_sent_while_others_are_in_flight_keeps_a_wider_margin() -> None:
+    clock = FakeTime(0.0)
+    pacer = RequestPacer(4.0, clock=clock, sleep=clock.sleep)
+    for _ in range(4):
+        pacer.wait()
+    assert pacer.wait(crowded=True) == pytest.approx(1.0 + 0.03 + CROWDED_MARGIN)
+
+
+def test_too_many_requests_widen_the_margin_for_good() -> None:
+    clock = FakeTime(0.0)
+    pacer = RequestPacer(4.0, clock=clock, sleep=clock.sleep)
+    pacer.hold(0.0)  # the API said "too many requests"
+    for _ in range(4):
+        pacer.wait()  # at 0, as the held starts allow
+    assert pacer.wait() == pytest.approx(1.0 + 0.03 + WIDER_MARGIN)
