@@ -129,6 +129,12 @@ def render(args: argparse.Namespace, runs: list[dict], growth: list[dict]) -> st
             + (f"≤ {target}× ceiling, no 429 | {'yes' if met else '**no**'} |" if parallel else " |  |")
         )
     same = {run["digest"] for run in runs}
+    if any(run["workers"] is None and run["plan"] == "one page after another" for run in runs):
+        lines += [
+            "",
+            "Where the default read went one page after another, its first call was quick enough for one cursor to "
+            "keep 4 calls a second busy: windows would only have added their part pages.",
+        ]
     lines += [
         "",
         "Every read returned the same rows in the same order: "

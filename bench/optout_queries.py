@@ -246,7 +246,7 @@ def write_section(path: Path, section: str) -> None:
     if heading in text:
         start = text.index(heading)
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + (section.rstrip("\n") + "\n\n" + text[end + 1 :] if end != -1 else section)
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")
