@@ -7,6 +7,7 @@ contacts in reports, a contact who left through an email, came back and was late
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import json
@@ -149,3 +150,28 @@ def test_without_campaign_data_campaign_features_end_with_one_line(tmp_path: Pat
             assert main(argv) == 4, argv
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and "ccoptout-xl login" in err and "campaign" in err, err
+
+
+def test_the_command_line_shows_campaigns_from_the_store(sandbox: Sandbox, capsys, tmp_path: Path) -> None:
+    """``fetch --campaigns`` as CSV (two more columns, neutralised) and as a table (a Campaign column), answered
+    from a store synced just before (no call: the command line paces calls at 4 a second)."""
+    fetched(sandbox)  # syncs the store and its campaign reports
+    names = {c.campaign_id: c.name for c in sandbox.account.campaigns()}
+    sandbox.reset_log()
+    out = tmp_path / "optouts.csv"
+    assert main(["fetch", "--campaigns", "--format", "csv", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
+    assert list(rows[0])[-2:] == ["campaign_id", "campaign_name"]
+    truth = expected(sandbox)
+    assert {row["contact_id"]: row["campaign_id"] or None for row in rows} == {
+        contact: campaign for contact, campaign in truth.items() if contact in {row["contact_id"] for row in rows}
+    }
+    for row in rows:
+        name = names.get(row["campaign_id"], "")
+        assert row["campaign_name"] == ("'" + name if name.startswith(("=", "+", "-", "@")) else name)
+    assert main(["fetch", "--campaigns", "--latest", "5"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].rstrip().endswith("Campaign") and "5 opt-outs" in table
+    assert main(["campaigns", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "campaign_id,campaign_name,sent_at,optouts"
+    assert len(sandbox.requests) == 0
