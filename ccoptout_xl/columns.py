@@ -84,6 +84,17 @@ COLUMNS: tuple[Column, ...] = (
 FUNCTION_COLUMNS: tuple[Column, ...] = tuple(column for column in COLUMNS if not column.not_in_functions)
 
 
+NO_CAMPAIGN = "(no campaign)"  # the row of the opt-outs through no email, wherever campaigns are counted
+
+
+def campaign_label(campaign_id: str | None, name: str | None) -> str:
+    """A campaign as a row of counts names it: its name, else its id (a name the API no longer gives), and
+    :data:`NO_CAMPAIGN` for the row of the opt-outs through none."""
+    if campaign_id is None:
+        return NO_CAMPAIGN
+    return name or f"(campaign {campaign_id})"
+
+
 def report_columns(campaigns: bool) -> tuple[Column, ...]:
     """The report's columns: the table's, without Campaign unless the report was asked for campaigns."""
     return COLUMNS if campaigns else tuple(column for column in COLUMNS if column is not CAMPAIGN)

@@ -21,7 +21,7 @@ import xlwings as xw
 from dateutil import tz as dateutil_tz
 
 from . import service
-from .columns import COLUMNS, FUNCTION_COLUMNS, TABLE_NAME, headers
+from .columns import COLUMNS, FUNCTION_COLUMNS, TABLE_NAME, campaign_label, headers
 from .dates import parse_when
 from .exceptions import CcOptOutError, UsageError
 from .formats import neutralise
@@ -34,7 +34,6 @@ TABLE = TABLE_NAME
 TABLE_HEADER = headers()  # the report's columns, in its order (ccoptout_xl.columns)
 FUNCTION_HEADER = headers(FUNCTION_COLUMNS)  # the same, without what needs the API (campaign and list names)
 CAMPAIGN_HEADER = ["Campaign", "Last sent", "Opt-outs"]  # what OPTOUTS_BY_CAMPAIGN spills
-NO_CAMPAIGN = "(no campaign)"  # its row of the opt-outs that came through no email
 # Named cells of the Settings sheet: the query (inputs) and what the last refresh did (outputs).
 SINCE, UNTIL, LIMIT, INCLUDE_DELETED, FULL_SYNC = "Since", "Until", "Limit", "IncludeDeleted", "FullSync"
 LAST_REFRESHED, ROW_COUNT, STATUS = "LastRefreshed", "RowCount", "Status"
@@ -139,11 +138,7 @@ def _campaign_rows(store: Any, query: OptOutQuery) -> list[list[Any]] | str:
 def _campaign_row(row: CampaignCount) -> list[Any]:
     # The name as it is: what a function returns is a value, never read as a formula (as the Reason of
     # OPTOUTS_SINCE; an apostrophe prefix would show). The last send as a local date-time, as the other dates.
-    if row.campaign_id is None:
-        name = NO_CAMPAIGN
-    else:
-        name = row.campaign_name or f"(campaign {row.campaign_id})"  # a name the API no longer gives
-    return [name, _local(row.sent_at) or "", row.optouts]
+    return [campaign_label(row.campaign_id, row.campaign_name), _local(row.sent_at) or "", row.optouts]
 
 
 def _function_row(optout: OptOut) -> list[Any]:

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Protocol
 
+from .columns import campaign_label
 from .history import Change
 from .optouts import OptOut
 from .text import plural, writes_utf8
@@ -31,7 +32,6 @@ FIELDS = (
 CHANGE_FIELDS = ("contact_id", "email", "event", "opt_out_date", "detected_at")
 CAMPAIGN_FIELDS = ("campaign_id", "campaign_name")
 CAMPAIGN_COUNT_FIELDS = ("campaign_id", "campaign_name", "sent_at", "optouts")
-NO_CAMPAIGN = "(no campaign)"
 
 
 class CampaignCount(Protocol):
@@ -107,7 +107,7 @@ def write_campaign_counts(
     if fmt == "table":
         cells = (
             (
-                r.campaign_name or NO_CAMPAIGN if r.campaign_id else NO_CAMPAIGN,
+                campaign_label(r.campaign_id, r.campaign_name),
                 _when(r.sent_at, zone) if r.sent_at else "",
                 f"{r.optouts:,}",
             )

@@ -38,7 +38,7 @@ from openpyxl.worksheet.filters import AutoFilter
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 
 from .campaigns import Campaign, CampaignCount
-from .columns import DATE_TIME_FORMAT, TABLE_NAME, Column, report_columns
+from .columns import DATE_TIME_FORMAT, NO_CAMPAIGN, TABLE_NAME, Column, campaign_label, report_columns
 from .files import abandon_zip_files, atomic_path, disk_full, temporary_space_error
 from .optouts import OptOut
 from .version import __version__
@@ -49,7 +49,6 @@ TOP_REASONS = 10
 MAX_DISTINCT_REASONS = 10_000  # beyond this, new reasons are counted under "(other reasons)"
 EXCEL_TEXT_LIMIT = 32_767
 CAMPAIGN_TABLE = "OptOutsByCampaign"
-NO_CAMPAIGN = "(no campaign)"
 TOP_CAMPAIGNS = 10  # charted on the By campaign sheet
 NO_CAMPAIGN_MEANS = (
     "The opt-out was not made through an email's unsubscribe link: the account removed the contact, or they left "
@@ -369,7 +368,7 @@ def _write_by_campaign(xlsx: Workbook, summary: ReportSummary, zone: dt.tzinfo) 
 
 def _campaign_label(name: str | None, campaign_id: str, seen: Mapping[str, str] | None = None) -> str:
     """A campaign as the report names it: its name, else the name its opt-outs carried, else its id."""
-    return name or (seen or {}).get(campaign_id) or f"(campaign {campaign_id})"
+    return campaign_label(campaign_id, name or (seen or {}).get(campaign_id))
 
 
 def _write_about(xlsx: Workbook, info: ReportInfo, summary: ReportSummary, campaigns: bool) -> None:

@@ -15,6 +15,7 @@ from dateutil import tz as dateutil_tz
 
 from ccoptout_xl import excel, service
 from ccoptout_xl.campaigns import Campaign
+from ccoptout_xl.columns import NO_CAMPAIGN
 from ccoptout_xl.optouts import OptOut
 from ccoptout_xl.query import OptOutQuery
 from ccoptout_xl.sandbox import AccountSpec, Sandbox
@@ -99,7 +100,7 @@ def expected_campaign_rows(sandbox: Sandbox, since: dt.datetime, until: dt.datet
     rows = [(campaigns[key].name, key, campaigns[key].sent_at, n) for key, n in tally.items() if key is not None]
     rows.sort(key=lambda row: (-row[3], row[0], row[1]))
     spilled = [[name, local(sent_at) if sent_at else "", n] for name, _, sent_at, n in rows]
-    return [excel.CAMPAIGN_HEADER, *spilled, [excel.NO_CAMPAIGN, "", tally[None]]]
+    return [excel.CAMPAIGN_HEADER, *spilled, [NO_CAMPAIGN, "", tally[None]]]
 
 
 def expected_rows(sandbox: Sandbox, since: dt.datetime, until: dt.datetime | None = None) -> list[list[Any]]:
@@ -574,7 +575,7 @@ def test_refresh_fills_the_campaign_column_of_new_opt_outs_never_as_a_formula(ca
     by_name = sorted(through.values())  # one each: by name
     assert spilled[1:] == [
         *([name, local(campaigns[name].sent_at), 1] for name in by_name),
-        [excel.NO_CAMPAIGN, "", 0],
+        [NO_CAMPAIGN, "", 0],
     ]
 
 
@@ -619,7 +620,7 @@ def test_by_campaign_counts_what_the_ground_truth_counts(
 
 def test_by_campaign_in_a_window_without_opt_outs_is_the_row_of_none(campaign_sign_in: Sandbox) -> None:
     excel.refresh(FakeBook())
-    assert excel.OPTOUTS_BY_CAMPAIGN("2099-01-01") == [excel.CAMPAIGN_HEADER, [excel.NO_CAMPAIGN, "", 0]]
+    assert excel.OPTOUTS_BY_CAMPAIGN("2099-01-01") == [excel.CAMPAIGN_HEADER, [NO_CAMPAIGN, "", 0]]
 
 
 def test_by_campaign_before_campaign_data_says_what_to_do(synced: Sandbox) -> None:
