@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
+import itertools
 import json
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from ccoptout_xl.sandbox import AccountSpec, Fault, Sandbox
+from ccoptout_xl.sandbox import AccountSpec, Fault, Sandbox, SettingError
 
 from .contract import validate
 from .sandbox_http import Contact, in_parallel, iso, parse, permission, session
@@ -297,6 +298,34 @@ def test_an_exact_multiple_of_limit_ends_with_an_empty_page(sb: Sandbox, api: re
     pages = walk(api, sb, status="unsubscribed", limit=100)  # 400 unsubscribed
     assert [len(p["contacts"]) for p in pages] == [100, 100, 100, 100, 0]
     assert all("_links" in p for p in pages[:4]) and pages[-1] == {"contacts": []}
+
+
+def test_a_scrambled_listing_pages_every_contact_once_in_no_date_order(fresh: Sandbox, truth: list[Contact]) -> None:
+    s = session(fresh)
+    created = walk(s, fresh, status="unsubscribed", limit=7, include_count="true")
+    fresh.listing = "scrambled"
+    scrambled = walk(s, fresh, status="unsubscribed", limit=7, include_count="true")
+    listed = [c["contact_id"] for page in scrambled for c in page["contacts"]]
+    # The same contacts and counts, each once, pages as full as before; only the order differs.
+    assert sorted(listed) == sorted(expected(truth, STATUS_TRUTH["unsubscribed"])) and len(set(listed)) == 400
+    assert [len(p["contacts"]) for p in scrambled] == [len(p["contacts"]) for p in created]
+    assert all(p["contacts_count"] == 400 for p in scrambled)
+    # Unrelated to any date: about as many steps up as down from one contact to the next, for each date.
+    contacts = [c for page in scrambled for c in page["contacts"]]
+    for date in (lambda c: parse(c["created_at"]), lambda c: parse(c["updated_at"]), opt_out):
+        values = [date(c) for c in contacts]
+        rising = sum(a < b for a, b in itertools.pairwise(values)) / (len(values) - 1)
+        assert 0.4 < rising < 0.6, rising
+    # A narrower query lists its contacts in the same relative order, so windows are samples of a range too.
+    since = ANCHOR - dt.timedelta(days=365)
+    window = found(s, fresh, status="unsubscribed", optout_after=since.isoformat())
+    assert window == [i for i in listed if opt_out(next(c for c in contacts if c["contact_id"] == i)) > since]
+
+
+def test_the_listing_is_checked(fresh: Sandbox) -> None:
+    with pytest.raises(SettingError, match="listing must be one of created, scrambled, not 'random'"):
+        fresh.listing = "random"
+    assert fresh.listing == "created"
 
 
 def test_cursor_carries_the_query_and_ignores_other_parameters(sb: Sandbox, api: requests.Session) -> None:

@@ -1,12 +1,15 @@
 """``GET /v3/contacts``: parameters, cursors, and keyset pagination over SQLite.
 
-Pages follow the internal creation order (``seq``). Paging rule, deliberately: a FULL page (exactly
-``limit`` contacts) always carries ``_links.next``, without peeking whether more contacts exist, so an
-exact multiple of ``limit`` ends with an empty page that has no ``_links``. A page with fewer contacts
-than ``limit`` is the last one and has no ``_links``. (What the real service does here is unverified;
-clients must handle both, and this is the harder case.)
+Pages follow the order contacts were created in (``seq``) by default; ``ContactSearch.listing = "scrambled"``
+lists them in an order unrelated to any of their dates instead (a listing by a hash of the id, say). The
+contract says nothing of the order, so clients must not depend on either.
 
-The cursor carries every filter, ``limit``, ``include``, ``include_count`` and the last ``seq`` seen
+Paging rule, deliberately: a FULL page (exactly ``limit`` contacts) always carries ``_links.next``, without peeking
+whether more contacts exist, so an exact multiple of ``limit`` ends with an empty page that has no ``_links``. A
+page with fewer contacts than ``limit`` is the last one and has no ``_links``. (What the real service does here is
+unverified; clients must handle both, and this is the harder case.)
+
+The cursor carries every filter, ``limit``, ``include``, ``include_count`` and the listing key of the last contact
 (keyset, not offset); a request with ``cursor`` ignores all its other parameters.
 
 When the account changes while a client pages (``Account.opt_out``, ``resubscribe``, ``delete``), an open
@@ -49,6 +52,21 @@ MAX_TAGS = 50
 SMALL_RANGE = 20_000
 _CACHE_SIZE = 512
 _INDEXES = {"opt_out": "idx_optout", "updated": "idx_updated", "created": "idx_created"}
+_MASK64 = (1 << 64) - 1
+
+
+def scrambled_key(seq: int) -> int:
+    """The place of contact ``seq`` in the "scrambled" listing: a 40-bit hash of it (splitmix64's finaliser) above
+    the seq itself (MAX_CONTACTS is under 2**23), so keys are distinct, fit SQLite's integers, and follow no date."""
+    z = (seq + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z >> 24) << 23 | seq
+
+
+# Each listing order's key (SQL), one-to-one with seq: "scrambled" is a hash, unrelated to any of a contact's dates.
+LISTINGS = {"created": "seq", "scrambled": "scrambled_key(seq)"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,7 @@ class ContactQuery:
     include: tuple[str, ...] = ()
     include_count: bool = False
     limit: int = 50
-    after_seq: int = 0
+    after_key: int = 0  # the listing key of the last contact returned (keyset pagination)
 
     @property
     def filters(self) -> tuple[Any, ...]:
@@ -145,7 +163,7 @@ def _from_cursor(state: dict[str, Any]) -> ContactQuery:
     try:
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in state.items()}
         q = ContactQuery(**values)
-        ints = (q.limit, q.after_seq, *q.states)
+        ints = (q.limit, q.after_key, *q.states)
         if not all(isinstance(v, int) for v in ints) or not 1 <= q.limit <= MAX_LIMIT:
             raise ValueError
     except (TypeError, ValueError):
@@ -178,6 +196,7 @@ class ContactSearch:
         # True imitates a server whose contacts_count leaves out optout_after/optout_before (no public source
         # says the live API applies them to the count): clients must notice when counts contradict the rows.
         self.counts_ignore_optout_filters = False
+        self.listing = "created"  # a key of LISTINGS: the order pages list contacts in
 
     def page(self, conn: sqlite3.Connection, q: ContactQuery, version: int = 0) -> dict[str, Any]:
         """One page of results as a ``Contacts`` body; ``version``: the data version ``conn`` reads (0: cached)."""
@@ -186,11 +205,14 @@ class ContactSearch:
         count = 0
         if where is not None:
             clauses, params, hint = where
+            key = LISTINGS[self.listing]
+            if self.listing == "scrambled":
+                conn.create_function("scrambled_key", 1, scrambled_key, deterministic=True)
             sql = (
-                f"SELECT {CONTACT_COLUMNS} FROM contacts {hint}"
-                f" WHERE {' AND '.join([*clauses, 'seq > ?'])} ORDER BY seq LIMIT ?"
+                f"SELECT {key}, {CONTACT_COLUMNS} FROM contacts {hint}"
+                f" WHERE {' AND '.join([*clauses, f'{key} > ?'])} ORDER BY {key} LIMIT ?"
             )
-            rows = conn.execute(sql, [*params, q.after_seq, q.limit]).fetchall()
+            rows = conn.execute(sql, [*params, q.after_key, q.limit]).fetchall()
             if q.include_count and self.counts_ignore_optout_filters:
                 unfiltered = replace(q, optout_after=None, optout_before=None)
                 counted = self._where(conn, unfiltered, version)
@@ -198,12 +220,12 @@ class ContactSearch:
             elif q.include_count:
                 count = self._count(conn, q, clauses, params, version)
         body: dict[str, Any] = {
-            "contacts": [contact_json(row, self.anchor_ms, self.list_ids, q.include) for row in rows]
+            "contacts": [contact_json(row[1:], self.anchor_ms, self.list_ids, q.include) for row in rows]
         }
         if q.include_count:
             body["contacts_count"] = count
         if len(rows) == q.limit:
-            cursor = self.codec.encode(_cursor_state(replace(q, after_seq=rows[-1][0])))
+            cursor = self.codec.encode(_cursor_state(replace(q, after_key=rows[-1][0])))
             body["_links"] = {"next": {"href": f"/v3/contacts?cursor={cursor}"}}
         return body
 

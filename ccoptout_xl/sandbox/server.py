@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .accounts import Account, AccountSpec
+from .contact_search import LISTINGS
 from .endpoints import Api
 from .errors import QUOTA_EXCEEDED, THROTTLED, UNAUTHORIZED, ApiError
 from .hooks import DROPPED, PENDING, Fault, FaultSet, RequestLog, RequestRecord
@@ -36,6 +37,7 @@ from .oauth import DEFAULT_SCOPES, SCOPES, OAuthServer
 from .oauth_http import OAUTH_PATH, OAuthRoutes
 from .reply import Reply
 from .settings import (
+    SettingError,
     check_daily_quota,
     check_latency,
     check_latency_per_contact,
@@ -62,11 +64,12 @@ class Sandbox:
     contacts waits ``latency + latency_per_contact * n``) and ``optout_filters`` (False: behave like a server from
     before optout_after/optout_before existed) can all be changed while serving, and so can
     ``counts_ignore_optout_filters`` (True: ``contacts_count`` leaves those two filters out, a server whose counts
-    contradict its rows). None disables a limit. Settings are checked before anything else is done (no account
-    generated, no port bound): ``port`` 0 to 65535, ``rate_limit`` finite and above 0, ``daily_quota`` a whole
-    number from 1, ``latency`` from 0 to 60 seconds, ``latency_per_contact`` from 0 to 0.1 seconds; anything else
-    (NaN, infinity, a negative number, a bool) is a ``SettingError``, a ValueError whose one-line message names the
-    setting.
+    contradict its rows), and ``listing`` (the order pages list contacts in: "created", the order they were created
+    in, or "scrambled", an order unrelated to any of their dates; the contract leaves it open). None disables a
+    limit. Settings are checked before anything else is done (no account generated, no port bound): ``port`` 0 to
+    65535, ``rate_limit`` finite and above 0, ``daily_quota`` a whole number from 1, ``latency`` from 0 to 60
+    seconds, ``latency_per_contact`` from 0 to 0.1 seconds; anything else (NaN, infinity, a negative number, a bool)
+    is a ``SettingError``, a ValueError whose one-line message names the setting.
 
     The API key of a request is the client id of its access token (the real limits are per API key), or the
     ``token`` given to the constructor.
@@ -130,6 +133,17 @@ class Sandbox:
     @counts_ignore_optout_filters.setter
     def counts_ignore_optout_filters(self, value: bool) -> None:
         self._api.search.counts_ignore_optout_filters = bool(value)
+
+    @property
+    def listing(self) -> str:
+        """The order pages list contacts in: "created" (default) or "scrambled" (unrelated to any date)."""
+        return self._api.search.listing
+
+    @listing.setter
+    def listing(self, value: str) -> None:
+        if value not in LISTINGS:
+            raise SettingError("listing", f"must be one of {', '.join(LISTINGS)}", value)
+        self._api.search.listing = value
 
     @property
     def rate_limit(self) -> float | None:
