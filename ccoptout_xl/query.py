@@ -6,7 +6,9 @@ How (see ``shared/cc-api/README.md``, "Reading opt-outs"):
   are right whether the server's bounds are inclusive or not. Windows sent to the server are padded by
   :data:`PAD` on both sides for the same reason. Locally ``since`` is inclusive and ``until`` exclusive.
 * Every query starts with the first page of its whole range, with ``include_count``: the number of opt-outs
-  in the range, and a sample of their dates (the API's order has nothing to do with opt-out dates).
+  in the range, and, when the server lists contacts in an order unrelated to their dates, a sample of the opt-out
+  dates. The contract does not say which order; a page whose contacts follow one of their dates (the order they
+  were created in, say) is the contacts at one end of that order, and is not taken for a sample.
 * **A long read** (every opt-out of a range of many pages) is cut into opt-out-date windows whose cursors are
   followed at once (:mod:`.parallel`), through the client's one pacer, so that pages that take a second still
   make 4 calls a second. The windows are cut at the sample's quantiles (or at a ``split_hint``'s), and as many
@@ -16,6 +18,8 @@ How (see ``shared/cc-api/README.md``, "Reading opt-outs"):
   still missing (:mod:`.spread`: the counts seen so far, spread by the samples; the density of the windows read),
   one found too wide by its first page's count is narrowed from that page, a denser sample of it, and one too
   narrow is read and followed by the next, older one; until N opt-outs are found or the range is exhausted.
+  Without a sample (a server listing by date) the walk is the one from before samples: a 7-day window, grown from
+  the counts. A read whose count fills whole pages stops without fetching the empty page after them.
 * A server that answers 400 to the opt-out filters still gets correct results, by scanning every unsubscribed
   contact and filtering here, after one notice.
 * Results are deduplicated by contact id and read newest first (:class:`~ccoptout_xl.optouts.OptOutSet`).
@@ -36,7 +40,7 @@ from typing import Any, Protocol
 
 from .client import MAX_PAGE_SIZE, Client, Page
 from .exceptions import BadRequest, UsageError
-from .optouts import OptOut
+from .optouts import OptOut, parse_api_datetime
 from .parallel import ParallelPages
 from .spread import Spread
 from .table import OptOutSet
@@ -52,7 +56,12 @@ MAX_WORKERS = 12  # windows in flight at most
 PARALLEL_FROM = 8  # pages: a shorter read is not worth the windows' partial last pages
 WINDOW_PAGES = 4  # the fewest pages a window of a long read is cut to hold
 SHORTEST_WINDOW = dt.timedelta(minutes=1)  # cut evenly in time, a window is never narrower than this
+COUNTED_FIRST_WINDOW = dt.timedelta(days=7)  # latest N without a sample: the first window's length
 HEADROOM = 1.5  # windows in flight, per request the rate allows during one call's latency
+# A first page is taken for a sample of the range's dates unless, over this many contacts, one of their dates
+# rises (or falls) from each to the next more often than a listing in no such order could make it by chance.
+LISTING_SAMPLE = 40
+LISTED_IN_NO_ORDER = (0.2, 0.8)  # the share of rising steps, about a half in no order
 DEFAULT_RATE = 4.0  # requests/second an unpaced client is sized for: the API's limit
 
 Progress = Callable[[int, "int | None"], None]
@@ -266,6 +275,20 @@ class _Search:
             self._add(page, total)
         return contacts
 
+    def _upto(self, pages: Iterator[Page], count: int | None, read: int = 0) -> Generator[Page, None, None]:
+        """``pages`` until ``count`` contacts have been read (``read`` of them already): a read whose count is a
+        whole number of pages does not fetch the empty page that ends it. A count not to be trusted reads on."""
+        try:
+            for page in pages:
+                yield page
+                read += len(page.items)
+                if count is not None and self.counts_trusted and read >= count:
+                    return
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
     def _add(self, page: Page, total: int | None = None) -> None:
         optouts = [o for o in map(OptOut.from_contact, page.items) if o is not None and self.query.matches(o)]
         self.found.add_all(optouts)
@@ -344,13 +367,67 @@ class _Search:
         total = first.total
         read_all = math.ceil(total / MAX_PAGE_SIZE) if total is not None else None  # calls to read the range
         if read_all is not None and read_all - 1 <= math.ceil(wanted / MAX_PAGE_SIZE) + 1:
-            self._collect(pages)  # cheaper to read the whole range than to search it
+            self._collect(self._upto(pages, total, len(first.items)))  # cheaper to read the range than search it
             return
         pages.close()
         # The first page is a sample of the range, not its newest part: start afresh from the newest end.
-        spread = self._spread(first)
         self._restart()
         self.seen = set()
+        if _listed_by_date(first.items):
+            self._walk_back_by_counts(wanted, total, read_all)
+        else:
+            self._walk_back_by_sample(wanted, first, total, read_all)
+
+    def _walk_back_by_counts(self, wanted: int, total: int | None, read_all: int | None) -> None:
+        """Latest N where the first page is no sample of the range's dates (the server lists contacts in the order
+        of one of their dates): windows from the newest end, the first of 7 days, each next one grown from the
+        density the last one showed, one narrowed once when its count shows it too wide."""
+        since, until = self.query.since, self.query.until
+        started = self._calls()
+        upper, span = until, COUNTED_FIRST_WINDOW
+        skipped: dt.datetime | None = None  # the older end of a window narrowed by its count
+        may_narrow = True
+        while True:
+            if read_all is not None and self._calls() - started >= read_all:
+                self._collect(self._pages(since, upper))  # as costly as reading what is left: read it
+                return
+            lower = self._span_back(upper, span)
+            window = self._pages(lower, upper)
+            head = next(window, None)
+            read = 0
+            if head is not None:
+                need = wanted - len(self.found)
+                count = self._count(head, (lower, upper), total)
+                narrow = may_narrow and lower is not None and span > SHORTEST_WINDOW
+                if narrow and lower is not None and count is not None and _too_wide(count, need):
+                    window.close()
+                    skipped, may_narrow = lower, False
+                    span = max(SHORTEST_WINDOW, span * (need * 1.2 / max(count, 1)))
+                    continue
+                read = self._collect(self._upto(itertools.chain([head], window), count))
+            if len(self.found) >= wanted or lower is None or lower == since:
+                return
+            if total is not None and len(self.seen or ()) >= total:
+                return  # every opt-out in the range has been read (one arriving meanwhile may be missed)
+            if skipped is not None:
+                span, skipped, may_narrow = lower - skipped, None, False
+            else:
+                growth = 8.0 if read == 0 else (wanted - len(self.found)) * 1.25 / read
+                span, may_narrow = span * min(16.0, max(1.0, growth)), True
+            upper = lower
+
+    def _span_back(self, upper: dt.datetime | None, span: dt.timedelta) -> dt.datetime | None:
+        """The older end of a window of ``span`` that ends at ``upper`` (None: the range's own older end)."""
+        top = upper or self.now
+        since = self.query.since
+        if since is not None:
+            return since if top - since <= span else top - span
+        return None if top - EARLIEST_OPT_OUT <= span else top - span
+
+    def _walk_back_by_sample(self, wanted: int, first: Page, total: int | None, read_all: int | None) -> None:
+        """Latest N placed from the first page, a sample of the range's dates, and the counts of the windows."""
+        since, until = self.query.since, self.query.until
+        spread = self._spread(first)
         started = self._calls()
         upper, above = until, 0.0  # the window's newest end (None: open), and the opt-outs counted above it
         read_whole: tuple[dt.timedelta, int] | None = None  # the time and contacts of the windows read whole
@@ -376,10 +453,10 @@ class _Search:
                 if narrowed is not None:
                     window.close()
                     continue  # the same newest end, the older one placed again with what this page showed
-            read = self._collect(itertools.chain([head], window)) if head is not None else 0
+            read = self._collect(self._upto(itertools.chain([head], window), count)) if head is not None else 0
             if len(self.found) >= wanted or lower is None or lower == since:
                 return
-            if total is not None and len(self.seen) >= total:
+            if total is not None and len(self.seen or ()) >= total:
                 return  # every opt-out in the range has been read (one arriving meanwhile may be missed)
             span = (upper or spread.top) - lower
             if span >= SHORTEST_WINDOW:  # a burst's own second says nothing of the density around it
@@ -400,7 +477,7 @@ class _Search:
         self, spread: Spread, upper: dt.datetime | None, above: float, aim: float, read: tuple[dt.timedelta, int] | None
     ) -> dt.datetime:
         """The older end of the next window, to hold about ``aim`` opt-outs below ``upper``. Where a count below is
-        known, the samples spread it. Elsewhere the samples may favour some dates, so a second estimate is made:
+        known, the samples spread it. Elsewhere the samples, sparse, may mislead, so a second estimate is made:
         the density of the windows ``read`` whole so far (their time, their contacts; after empty ones the search
         grows geometrically), or for the first window an even spread. The narrower of the two is taken (a window
         too wide wastes its first page; one too narrow is read, not wasted), but it reaches at least the newest
@@ -491,6 +568,42 @@ def _aim(need: int, budget: int) -> float:
     is spent)."""
     most = MAX_PAGE_SIZE * max(budget, math.ceil(need / MAX_PAGE_SIZE))
     return math.sqrt(max(need, 1) * most) if most > need else need * 1.05
+
+
+def _too_wide(count: int, need: int) -> bool:
+    """Whether a window of ``count`` opt-outs costs more pages than one placed to hold ``need`` (and a fifth)."""
+    if count <= MAX_PAGE_SIZE:
+        return False
+    return math.ceil(count / MAX_PAGE_SIZE) - 1 > math.ceil(need * 1.2 / MAX_PAGE_SIZE)
+
+
+def _listed_by_date(contacts: list[dict[str, Any]]) -> bool:
+    """Whether the server lists ``contacts`` (a first page) in the order of one of their dates: created, updated
+    or opted out. Then a page is not a sample of the opt-out dates but the contacts at one end of that order (the
+    first ones created, say), and their dates say little of where the newest opt-outs lie. The order is not in
+    the contract; the sandbox lists contacts in the order they were created unless told otherwise."""
+    if len(contacts) < LISTING_SAMPLE:
+        return False
+    for key in (_created, _updated, _opted_out):
+        values = [key(contact) for contact in contacts]
+        pairs = [(a, b) for a, b in itertools.pairwise(values) if a is not None and b is not None and a != b]
+        if len(pairs) >= LISTING_SAMPLE // 2:
+            rising = sum(a < b for a, b in pairs) / len(pairs)
+            if not LISTED_IN_NO_ORDER[0] <= rising <= LISTED_IN_NO_ORDER[1]:
+                return True
+    return False
+
+
+def _created(contact: dict[str, Any]) -> dt.datetime | None:
+    return parse_api_datetime(contact.get("created_at"))
+
+
+def _updated(contact: dict[str, Any]) -> dt.datetime | None:
+    return parse_api_datetime(contact.get("updated_at"))
+
+
+def _opted_out(contact: dict[str, Any]) -> dt.datetime | None:
+    return parse_api_datetime((contact.get("email_address") or {}).get("opt_out_date"))
 
 
 def _within(date: dt.datetime, since: dt.datetime | None, until: dt.datetime | None) -> bool:

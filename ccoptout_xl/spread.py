@@ -2,10 +2,10 @@
 
 A latest-N query asks where to put the older end of a window so that it holds a given number of opt-outs. What it
 knows: counts (every first page's ``contacts_count``: the opt-outs from an instant to the newest end) and samples
-(the dates on first pages, of the whole range or of one window). Counts are exact; samples show the shape, but may
-favour some dates (the API lists contacts in its own order: the sandbox's lists the contacts created first, whose
-opt-outs lie further back). So between two counted instants, the densest sample spreads the known number of
-opt-outs, and each new count corrects the samples around it.
+(the dates on first pages, of the whole range or of one window). Counts are exact; samples show the shape, but are
+sparse (one date per total / 500 opt-outs) and may be off where they are few. So between two counted instants, the
+densest sample spreads the known number of opt-outs, and each new count corrects the samples around it. (A server
+that lists contacts in the order of a date gives no sample at all: the query engine does not use this then.)
 """
 
 from __future__ import annotations
