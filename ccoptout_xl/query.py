@@ -15,7 +15,7 @@ How (see ``shared/cc-api/README.md``, "Reading opt-outs"):
   are in flight as the first call's latency says keep the rate busy. Windows overlap only by their padding,
   and the collection deduplicates: the result is the one a sequential read gives.
 * **Latest N** never scans the whole account: windows walk back from the newest end, each placed to hold what is
-  still missing (:mod:`.spread`: the counts seen so far, spread by the samples; the density of the windows read),
+  still missing (:mod:`.spread`: the counts seen so far, spread by the samples),
   one found too wide by its first page's count is narrowed from that page, a denser sample of it, and one too
   narrow is read and followed by the next, older one; until N opt-outs are found or the range is exhausted.
   Without a sample (a server listing by date) the walk is the one from before samples: a 7-day window, grown from
@@ -430,7 +430,6 @@ class _Search:
         spread = self._spread(first)
         started = self._calls()
         upper, above = until, 0.0  # the window's newest end (None: open), and the opt-outs counted above it
-        read_whole: tuple[dt.timedelta, int] | None = None  # the time and contacts of the windows read whole
         narrowed: dt.datetime | None = None  # the older end of a window narrowed from the last one's first page
         while True:
             if read_all is not None and self._calls() - started >= read_all:
@@ -441,7 +440,7 @@ class _Search:
             budget = math.ceil(wanted / MAX_PAGE_SIZE) + 2 - (self._calls() - started + 1)  # calls left for the target
             lower: dt.datetime | None = narrowed
             if lower is None:
-                lower = self._bound(self._place(spread, upper, above, _aim(need, budget), read_whole))
+                lower = self._bound(spread.lower_end(above + _aim(need, budget), upper))
             window = self._pages(lower, upper)
             head = next(window, None)
             count = self._count(head, (lower, upper), total)
@@ -453,15 +452,12 @@ class _Search:
                 if narrowed is not None:
                     window.close()
                     continue  # the same newest end, the older one placed again with what this page showed
-            read = self._collect(self._upto(itertools.chain([head], window), count)) if head is not None else 0
+            if head is not None:
+                self._collect(self._upto(itertools.chain([head], window), count))
             if len(self.found) >= wanted or lower is None or lower == since:
                 return
             if total is not None and len(self.seen or ()) >= total:
                 return  # every opt-out in the range has been read (one arriving meanwhile may be missed)
-            span = (upper or spread.top) - lower
-            if span >= SHORTEST_WINDOW:  # a burst's own second says nothing of the density around it
-                before = read_whole or (dt.timedelta(0), 0)
-                read_whole = (before[0] + span, before[1] + read)
             upper, above = lower, above + count if count is not None else spread.above(lower)
 
     def _spread(self, first: Page) -> Spread:
@@ -472,28 +468,6 @@ class _Search:
         spread = Spread(top, bottom, first.total or len(first.items))
         spread.sampled(dates, None, None)
         return spread
-
-    def _place(
-        self, spread: Spread, upper: dt.datetime | None, above: float, aim: float, read: tuple[dt.timedelta, int] | None
-    ) -> dt.datetime:
-        """The older end of the next window, to hold about ``aim`` opt-outs below ``upper``. Where a count below is
-        known, the samples spread it. Elsewhere the samples, sparse, may mislead, so a second estimate is made:
-        the density of the windows ``read`` whole so far (their time, their contacts; after empty ones the search
-        grows geometrically), or for the first window an even spread. The narrower of the two is taken (a window
-        too wide wastes its first page; one too narrow is read, not wasted), but it reaches at least the newest
-        sampled date, where an opt-out is known to be."""
-        placed = spread.lower_end(above + aim, upper)
-        newest = upper or spread.top
-        if spread.counted_below(newest):
-            return placed
-        if read is None:
-            other = spread.evenly(above + aim)
-        else:
-            span, contacts = read
-            reach = span * (8.0 if contacts == 0 else min(16.0, aim / contacts))
-            other = newest - reach if reach < newest - spread.bottom else spread.bottom
-        known = spread.newest_sampled(newest)  # a window that reaches it is not empty
-        return max(placed, other) if known is None else max(placed, min(other, known))
 
     def _bound(self, lower: dt.datetime) -> dt.datetime | None:
         """A window's older end as sent: the query's own when the window reaches it (None: no bound)."""

@@ -94,20 +94,6 @@ class Spread:
         cleared = self._clear_of_samples(lower)
         return cleared if upper is None or cleared < upper else lower
 
-    def newest_sampled(self, below: dt.datetime) -> dt.datetime | None:
-        """The newest sampled date older than ``below``: an opt-out known to be there."""
-        return max((d for sample in self._samples for d in sample.dates if d < below), default=None)
-
-    def counted_below(self, instant: dt.datetime) -> bool:
-        """Whether a count is known for an instant older than ``instant`` (other than the range's own)."""
-        return any(self.bottom < t < instant for t, _ in self._anchors)
-
-    def evenly(self, above: float) -> dt.datetime:
-        """The instant with ``above`` opt-outs above it if the range's were spread evenly from its oldest sampled
-        date to the top."""
-        oldest = min((d for s in self._samples for d in s.dates), default=self.bottom)
-        return self.top - (self.top - oldest) * min(1.0, above / self._anchors[-1][1])
-
     def _bracket(self, instant: dt.datetime) -> tuple[tuple[dt.datetime, float], tuple[dt.datetime, float]]:
         anchors = self._anchors
         index = next(i for i in range(1, len(anchors)) if anchors[i][0] <= instant)
