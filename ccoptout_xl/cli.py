@@ -206,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--rate-limit", type=float, default=4.0, help="requests per second before 429 (default 4)")
     sandbox.add_argument("--daily-quota", type=_whole_number(1, 10**12), default=10_000, help="requests per UTC day")
     sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    sandbox.add_argument(
+        "--listing",
+        choices=("created", "scrambled"),
+        default="created",
+        help="the order contacts are listed in: as created (default), or scrambled, unrelated to any date",
+    )
     sandbox.set_defaults(run=run_sandbox)
     return parser
 
@@ -544,6 +550,7 @@ def run_sandbox(args: argparse.Namespace) -> int:
         raise UsageError(f"--{exc.setting.replace('_', '-')} {exc.requirement}{no_limit}, not {exc.shown}.") from None
     print(f"Preparing a sandbox account of {args.contacts:,} contacts (seed {args.seed})...", file=sys.stderr)
     sandbox = Sandbox(spec, port=args.port, rate_limit=rate_limit, daily_quota=args.daily_quota, latency=args.latency)
+    sandbox.listing = args.listing
     try:
         sandbox.start()
     except OSError as exc:

@@ -595,6 +595,7 @@ def sandbox_rows() -> Iterator[Case]:
         "--latency": ["inf", "nan", "-1", "abc", "1e400"],
         "--daily-quota": ["0", "-1", "abc"],
         "--seed": ["abc", "1" * 40, "٣"],
+        "--listing": ["random", "", "Created"],
     }
     for option, values in bad.items():
         for value in values:

@@ -233,8 +233,10 @@ def test_progress_bar_only_on_a_terminal(api: Sandbox) -> None:
 
 def test_sandbox_command_prints_its_address_and_token_and_serves() -> None:
     import requests
+    from dateutil.parser import isoparse
 
     command = [sys.executable, "-m", "ccoptout_xl", "sandbox", "--port", "0", "--contacts", "300", "--seed", "4"]
+    command += ["--listing", "scrambled"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
         try:
             lines = [process.stdout.readline() for _ in range(2)]
@@ -245,6 +247,11 @@ def test_sandbox_command_prints_its_address_and_token_and_serves() -> None:
                 f"{base_url}/contacts/counts", headers={"Authorization": f"Bearer {token}"}, timeout=10
             )
             assert answer.status_code == 200 and answer.json()["total"] > 0
+            page = requests.get(
+                f"{base_url}/contacts", params={"limit": 100}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+            ).json()["contacts"]
+            created = [isoparse(contact["created_at"]) for contact in page]
+            assert len(created) == 100 and created != sorted(created)  # --listing scrambled: not in creation order
         finally:
             process.terminate()
             process.wait(timeout=10)
