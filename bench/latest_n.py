@@ -220,7 +220,10 @@ def render(args: argparse.Namespace, tables: dict[str, list[dict]], summaries: d
         "leaves, and a window's count, exact, anchors the next. Where the target is missed, the sample was too "
         "sparse where it mattered (one point per 240 to 400 opt-outs on the larger accounts, a few points for "
         "the newest 500) and the window held somewhat more than a page too many or too few, or a burst of one "
-        "second (1,000 or 3,000 opt-outs that no window can split) straddled the N-th newest. Listed by creation "
+        "second (1,000 or 3,000 opt-outs that no window can split) straddled the N-th newest. No walk can always meet "
+        "the target on such accounts: it leaves one page to spare, so the first window must end within about 500 "
+        "opt-outs of the N-th newest, placed from the first page alone, where one date stands for total / 500 "
+        "opt-outs (near the 500th newest of 200,000, a date's rank is uncertain by about 450). Listed by creation "
         "date, a first page is the oldest contacts, and their dates say little of where the newest opt-outs are: "
         "the walk notices the order on the page and searches by counts alone, as before, so it never costs more "
         "(it saves the empty page that ends a read of whole pages).",
