@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .optouts import OptOut
-from .table import OptOutTable, Region, insert_rows, sort_key
+from .table import OptOutTable, Region, insert_rows, key_range, sort_key
 
 OPTED_OUT = "opted_out"  # first seen opted out (or opted out again, with a new date)
 RESUBSCRIBED = "resubscribed"  # no longer carries an opt-out: opted back in
@@ -63,16 +63,10 @@ class History:
 
     def since(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> Iterator[Change]:
         """Events detected at or after ``since`` (and before ``until``), oldest first."""
-        clauses, args = ["1"], []
-        if since is not None:
-            clauses.append("detected_key >= ?")
-            args.append(sort_key(since))
-        if until is not None:
-            clauses.append("detected_key < ?")
-            args.append(sort_key(until))
+        clauses, args = key_range("detected_key", since, until)
         rows = self.db.execute(
             "SELECT contact_id, email, event, opt_out_date, detected_at FROM events "
-            f"WHERE {' AND '.join(clauses)} ORDER BY detected_key, id",
+            f"WHERE {' AND '.join(['1', *clauses])} ORDER BY detected_key, id",
             args,
         )
         for contact_id, email, event, opt_out_date, detected_at in rows:

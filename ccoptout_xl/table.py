@@ -88,13 +88,7 @@ class OptOutTable:
     def _where(
         since: dt.datetime | None, until: dt.datetime | None, include_deleted: bool
     ) -> tuple[str, tuple[int, ...]]:
-        clauses, args = [], []
-        if since is not None:
-            clauses.append("sort_key >= ?")
-            args.append(sort_key(since))
-        if until is not None:
-            clauses.append("sort_key < ?")
-            args.append(sort_key(until))
+        clauses, args = key_range("sort_key", since, until)
         if not include_deleted:
             clauses.append("deleted = 0")
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
@@ -220,6 +214,19 @@ def from_row(row: tuple[object, ...]) -> OptOut:
 
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def key_range(column: str, since: dt.datetime | None, until: dt.datetime | None) -> tuple[list[str], list[int]]:
+    """SQL conditions (and their arguments) for a :func:`sort_key` ``column`` at or after ``since`` and before
+    ``until`` (None: no bound)."""
+    clauses, args = [], []
+    if since is not None:
+        clauses.append(f"{column} >= ?")
+        args.append(sort_key(since))
+    if until is not None:
+        clauses.append(f"{column} < ?")
+        args.append(sort_key(until))
+    return clauses, args
 
 
 def sort_key(moment: dt.datetime) -> int:
